@@ -343,3 +343,18 @@ def test_repetition_penalty_changes_greedy_output():
                                                                 repetition_penalty=100.0))[0]
     assert len(set(strong.token_ids)) == 12  # every repeat is suppressed
     assert plain.token_ids != strong.token_ids or len(set(plain.token_ids)) == 12
+
+
+def test_moe_grouped_gemm_equals_per_expert_loop():
+    model = tiny_model(use_moe=True).train()
+    x = torch.randint(3, 6400, (2, 16))
+    results = []
+    for grouped in (True, False):
+        model.zero_grad()
+        for layer in model.model.layers:
+            layer.mlp.use_grouped_mm = grouped
+        out = model(x, labels=x)
+        (out.loss + out.aux_loss).backward()
+        results.append((out.logits.detach(), model.model.layers[1].mlp.experts[2].down_proj.weight.grad.clone()))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-5)
