@@ -514,8 +514,10 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                   labels[:, 1:].reshape(-1), ignore_index=-100)
+            # Mean over labelled tokens; a batch with none (e.g. a truncated SFT row) gives 0, not 0/0 = NaN.
+            targets = labels[:, 1:].reshape(-1)
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets,
+                                   ignore_index=-100, reduction="sum") / (targets != -100).sum().clamp(min=1)
         return MoeCausalLMOutputWithPast(loss=loss, aux_loss=aux_loss, logits=logits,
                                          past_key_values=past_key_values if use_cache else None)
 

@@ -67,6 +67,14 @@ def render(tok, messages, tools=None, **kwargs) -> str:
     return tok.apply_chat_template(messages, tools=tools, tokenize=False, **kwargs)
 
 
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text):
+    return {"role": "assistant", "content": text}
+
+
 # ---------------------------------------------------------------- reader
 
 def test_index_skips_blank_lines_and_reads_across_blocks(tmp_path):
@@ -126,19 +134,23 @@ def test_wrong_chat_field_is_explained(tmp_path, row, problem):
     assert problem in str(err.value)
 
 
-def test_skip_bad_lines_drops_and_counts(tmp_path):
+def test_skip_bad_lines_drops_and_counts(tmp_path, tok):
     path = write_jsonl(tmp_path / "mixed.jsonl",
                        [{"text": "a"}, "not json", {"text": "b"}, "", {"text": None}, {"text": "c"}])
     with pytest.warns(UserWarning, match=r"skipped 2 bad line\(s\).*line 2: invalid JSON.*line 5: "):
         reader = JsonlFile(path, parse_text_record, skip_bad_lines=True)
     assert reader.skipped_lines == 2
     assert [reader[i] for i in range(len(reader))] == ["a", "b", "c"]
+    with pytest.warns(UserWarning):
+        ds = PretrainDataset(path, tok, max_length=8, skip_bad_lines=True)
+    assert ds.skipped_lines == 2 and len(ds) == 3
 
 
 def test_empty_and_missing_files_say_what_to_do(tmp_path):
     for content in ["", "\n  \n"]:
         (tmp_path / "empty.jsonl").write_text(content)
-        with pytest.raises(ValueError, match=r"empty\.jsonl has no records.*build_corpus\.py --bundle.*dataset/demo/"):
+        expected = r"empty\.jsonl has no records.*build_corpus\.py --bundle.*dataset/demo/"
+        with pytest.raises(ValueError, match=expected):
             JsonlFile(tmp_path / "empty.jsonl", parse_text_record)
     with pytest.raises(FileNotFoundError, match=r"Data file not found: .*nope\.jsonl.*build_corpus\.py"):
         JsonlFile(tmp_path / "nope.jsonl", parse_text_record)
@@ -189,11 +201,13 @@ def test_packing_fills_rows_with_the_concatenated_documents(tmp_path, tok):
     rows = [ds[i] for i in range(len(ds))]
     assert all(x.shape == (16,) and torch.equal(x, y) for x, y in rows)
     assert torch.cat([x for x, _ in rows]).tolist() == stream[: len(ds) * 16]
+    assert len(list(ds)) == len(ds)  # iteration stops at the last full row
 
 
 def test_packing_with_too_little_data_is_explained(tmp_path, tok):
     with pytest.raises(ValueError, match="fewer than one packed row"):
-        PretrainDataset(write_jsonl(tmp_path / "p.jsonl", [{"text": "短"}]), tok, max_length=64, packing=True)
+        PretrainDataset(write_jsonl(tmp_path / "p.jsonl", [{"text": "短"}]), tok,
+                        max_length=64, packing=True)
 
 
 # ---------------------------------------------------------------- SFT labels
@@ -224,17 +238,17 @@ def check_sft_row(tok, ds, index, conversation, tools=None):
 
 def test_sft_multi_turn_with_system_labels_only_assistant(tmp_path, tok):
     conv = [{"role": "system", "content": "你是一个乐于助人的助手。"},
-            {"role": "user", "content": "你好"},
-            {"role": "assistant", "content": "您好！有什么可以帮你？"},
-            {"role": "user", "content": "1+1等于几？"},
-            {"role": "assistant", "content": "等于2。"}]
+            user("你好"),
+            assistant("您好！有什么可以帮你？"),
+            user("1+1等于几？"),
+            assistant("等于2。")]
     ds = SFTDataset(write_jsonl(tmp_path / "s.jsonl", [{"conversations": conv}]), tok, max_length=128)
     runs = check_sft_row(tok, ds, 0, conv)
     assert runs == ["您好！有什么可以帮你？<|im_end|>", "等于2。<|im_end|>"]
 
 
 def test_sft_without_system_uses_default_and_masks_it(tmp_path, tok):
-    conv = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there."}]
+    conv = [user("Hi"), assistant("Hello there.")]
     ds = SFTDataset(write_jsonl(tmp_path / "s.jsonl", [{"conversations": conv}]), tok, max_length=96)
     assert tok.decode(ds[0][0]).startswith("<|im_start|>system\n")
     assert check_sft_row(tok, ds, 0, conv) == ["Hello there.<|im_end|>"]
@@ -248,12 +262,12 @@ WEATHER_TOOL = {"name": "get_weather", "description": "查询城市天气",
 def tool_conversation(system_extra=None):
     system = {"role": "system", "content": "你可以调用工具。", **(system_extra or {})}
     return [system,
-            {"role": "user", "content": "北京天气怎么样？"},
+            user("北京天气怎么样？"),
             {"role": "assistant", "content": "",
              "tool_calls": [{"type": "function",
                              "function": {"name": "get_weather", "arguments": {"city": "北京"}}}]},
             {"role": "tool", "content": '{"temp": 25, "sky": "晴"}'},
-            {"role": "assistant", "content": "北京今天晴，25度。"}]
+            assistant("北京今天晴，25度。")]
 
 
 def test_sft_tool_call_and_tool_result(tmp_path, tok):
@@ -284,7 +298,7 @@ def test_sft_tools_in_system_functions_render_like_tools_field(tmp_path, tok):
 
 
 def test_sft_reasoning_content_is_labelled(tmp_path, tok):
-    conv = [{"role": "user", "content": "2+3=?"},
+    conv = [user("2+3=?"),
             {"role": "assistant", "content": "5", "reasoning_content": "两数相加得五"}]
     ds = SFTDataset(write_jsonl(tmp_path / "r.jsonl", [{"conversations": conv}]), tok, max_length=96)
     runs = check_sft_row(tok, ds, 0, conv)
@@ -292,7 +306,7 @@ def test_sft_reasoning_content_is_labelled(tmp_path, tok):
 
 
 def test_sft_truncation_and_rows_without_assistant_tokens(tmp_path, tok):
-    conv = [{"role": "user", "content": "讲个故事"}, {"role": "assistant", "content": "从前有座山，" * 30}]
+    conv = [user("讲个故事"), assistant("从前有座山，" * 30)]
     path = write_jsonl(tmp_path / "long.jsonl", [{"conversations": conv}])
     prompt_len = len(tok(render(tok, conv[:1], add_generation_prompt=True))["input_ids"])
     input_ids, labels = SFTDataset(path, tok, max_length=prompt_len + 5)[0]
@@ -312,9 +326,9 @@ def test_sft_truncation_and_rows_without_assistant_tokens(tmp_path, tok):
 # ---------------------------------------------------------------- DPO
 
 def test_dpo_masks_chosen_and_rejected(tmp_path, tok):
-    prompt = [{"role": "user", "content": "推荐一本书"}]
-    row = {"chosen": prompt + [{"role": "assistant", "content": "《红楼梦》，文笔细腻。"}],
-           "rejected": prompt + [{"role": "assistant", "content": "不知道。"}]}
+    prompt = [user("推荐一本书")]
+    row = {"chosen": prompt + [assistant("《红楼梦》，文笔细腻。")],
+           "rejected": prompt + [assistant("不知道。")]}
     ds = DPODataset(write_jsonl(tmp_path / "d.jsonl", [row]), tok, max_length=80)
     sample = ds[0]
     assert set(sample) == {f"{side}_{key}" for side in ("chosen", "rejected")
@@ -331,44 +345,50 @@ def test_dpo_masks_chosen_and_rejected(tmp_path, tok):
 # ---------------------------------------------------------------- RLAIF
 
 def test_rlaif_splits_reference_answer(tmp_path, tok):
-    rows = [{"conversations": [{"role": "user", "content": "1+1=?"}, {"role": "assistant", "content": "2"}],
+    rows = [{"conversations": [user("1+1=?"), assistant("2")],
              "answer_type": "number"},
-            {"conversations": [{"role": "user", "content": "写一首诗"}]}]
+            {"conversations": [user("写一首诗")]}]
     ds = RLAIFDataset(write_jsonl(tmp_path / "r.jsonl", rows), tok, max_prompt_length=64)
     first, second = ds[0], ds[1]
     assert first["answer"] == "2" and first["answer_type"] == "number"
     assert second["answer"] == "" and second["answer_type"] == ""
     for sample, question in [(first, "1+1=?"), (second, "写一首诗")]:
-        assert sample["prompt"] == render(tok, [{"role": "user", "content": question}], add_generation_prompt=True)
+        assert sample["prompt"] == render(tok, [user(question)], add_generation_prompt=True)
         assert sample["prompt"].endswith("<|im_end|>\n" + GEN_PROMPT)
         assert sample["prompt_ids"].tolist() == tok(sample["prompt"])["input_ids"]
     assert "2" not in first["prompt"].split("1+1=?")[1]
+
+    write_jsonl(tmp_path / "only_answer.jsonl", [{"conversations": [assistant("2")]}])
+    with pytest.raises(ValueError, match=r"only_answer\.jsonl:1: the conversation has no prompt"):
+        RLAIFDataset(tmp_path / "only_answer.jsonl", tok)[0]
 
 
 def test_rlaif_truncation_keeps_template_and_cuts_user_text_from_left(tmp_path, tok):
     system = {"role": "system", "content": "SYSTEM-MARK 你是数学老师。"}
     question = "".join(f"第{i}句话。" for i in range(60)) + "最后的问题是什么？"
-    conv = [system, {"role": "user", "content": question}, {"role": "assistant", "content": "答"}]
-    bare = len(tok(render(tok, [system, {"role": "user", "content": ""}], add_generation_prompt=True))["input_ids"])
+    conv = [system, user(question), assistant("答")]
+    without_user_text = render(tok, [system, user("")], add_generation_prompt=True)
+    bare = len(tok(without_user_text)["input_ids"])
     limit = bare + 12
     sample = RLAIFDataset(write_jsonl(tmp_path / "r.jsonl", [{"conversations": conv}]), tok,
                           max_prompt_length=limit)[0]
     prompt = sample["prompt"]
     assert len(sample["prompt_ids"]) <= limit
     assert prompt.startswith("<|im_start|>system\nSYSTEM-MARK 你是数学老师。")
+    assert prompt.split("<|im_start|>user\n")[0] == without_user_text.split("<|im_start|>user\n")[0]
     assert prompt.endswith("<|im_end|>\n" + GEN_PROMPT)
     kept = prompt.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
     assert kept and question.endswith(kept) and len(kept) < len(question)
     one_more = question[len(question) - len(kept) - 1:]  # cutting one character fewer must not fit
-    longer = render(tok, [system, {"role": "user", "content": one_more}], add_generation_prompt=True)
+    longer = render(tok, [system, user(one_more)], add_generation_prompt=True)
     assert len(tok(longer)["input_ids"]) > limit
 
-    with pytest.raises(ValueError, match=r"r\.jsonl:1: .*raise max_prompt_length"):
+    with pytest.raises(ValueError, match=r"r\.jsonl:1: .*max_prompt_length=\d+; raise it"):
         RLAIFDataset(tmp_path / "r.jsonl", tok, max_prompt_length=bare - 1)[0]
 
 
 def test_rlaif_collate_left_pads(tmp_path, tok):
-    rows = [{"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": ""}]}
+    rows = [{"conversations": [user(q), assistant("")]}
             for q in ["短", "这是一个长得多的问题，需要更多的词元来表示。"]]
     ds = RLAIFDataset(write_jsonl(tmp_path / "r.jsonl", rows), tok)
     batch = next(iter(DataLoader(ds, batch_size=2, collate_fn=ds.collate)))
@@ -384,7 +404,7 @@ def test_rlaif_collate_left_pads(tmp_path, tok):
 
 
 def test_enable_thinking_reaches_the_template(tmp_path, tok):
-    path = write_jsonl(tmp_path / "r.jsonl", [{"conversations": [{"role": "user", "content": "hi"}]}])
+    path = write_jsonl(tmp_path / "r.jsonl", [{"conversations": [user("hi")]}])
     default = RLAIFDataset(path, tok)[0]["prompt"]
     no_think = RLAIFDataset(path, tok, enable_thinking=False)[0]["prompt"]
     assert default.endswith(GEN_PROMPT)
@@ -393,28 +413,29 @@ def test_enable_thinking_reaches_the_template(tmp_path, tok):
 
 # ---------------------------------------------------------------- MiniMind files load unchanged
 
+# one row per file in the exact shape of MiniMind's published files (see /work/shared/formats.md)
 MINIMIND_ROWS = {
     "pretrain_hq.jsonl": (PretrainDataset, [
         {"text": "<|im_start|>鉴别一组中文文章的风格和特点，例如官方、口语、文言等。<|im_end|>"},
         {"text": "如何提高学习效率？保持专注，合理休息。"}]),
     "sft_mini_512.jsonl": (SFTDataset, [
-        {"conversations": [{"role": "user", "content": "请告诉我在中国古代的“四大发明”是什么？"},
-                           {"role": "assistant", "content": "四大发明是造纸术、印刷术、火药和指南针。"}]}]),
+        {"conversations": [user("请告诉我在中国古代的“四大发明”是什么？"),
+                           assistant("四大发明是造纸术、印刷术、火药和指南针。")]}]),
     "sft_tool_call.jsonl": (SFTDataset, [
         {"conversations": [
             {"role": "system", "content": "", "functions": [WEATHER_TOOL]},
-            {"role": "user", "content": "上海天气"},
-            {"role": "assistant", "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "上海"}}\n</tool_call>'},
+            user("上海天气"),
+            assistant('<tool_call>\n{"name": "get_weather", "arguments": {"city": "上海"}}\n</tool_call>'),
             {"role": "tool", "content": "多云 20度"},
-            {"role": "assistant", "content": "上海多云，20度。"}]}]),
+            assistant("上海多云，20度。")]}]),
     "dpo.jsonl": (DPODataset, [
-        {"chosen": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！很高兴见到你。"}],
-         "rejected": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "嗯"}]}]),
+        {"chosen": [user("你好"), assistant("你好！很高兴见到你。")],
+         "rejected": [user("你好"), assistant("嗯")]}]),
     "r1_mix_1024.jsonl": (SFTDataset, [
-        {"conversations": [{"role": "user", "content": "3的平方是多少？"},
-                           {"role": "assistant", "content": "<think>\n3乘3等于9。\n</think>\n<answer>\n9\n</answer>"}]}]),
+        {"conversations": [user("3的平方是多少？"),
+                           assistant("<think>\n3乘3等于9。\n</think>\n<answer>\n9\n</answer>")]}]),
     "rlaif-mini.jsonl": (RLAIFDataset, [
-        {"conversations": [{"role": "user", "content": "列出三种水果。"}, {"role": "assistant", "content": ""}]}]),
+        {"conversations": [user("列出三种水果。"), assistant("")]}]),
 }
 
 
@@ -423,15 +444,17 @@ def test_minimind_rows_load_unchanged(tmp_path, tok, name):
     cls, rows = MINIMIND_ROWS[name]
     ds = cls(write_jsonl(tmp_path / name, rows), tok)
     assert len(ds) == len(rows)
-    for i in range(len(ds)):
+    for i, row in enumerate(rows):
         sample = ds[i]
         if cls is PretrainDataset:
             assert sample[0][0] == BOS
         elif cls is SFTDataset:
-            runs = labelled_runs(tok, *sample)
-            expected = [m["content"] + "<|im_end|>" for m in rows[i]["conversations"] if m["role"] == "assistant"]
-            assert runs == expected
+            answers = [m["content"] for m in row["conversations"] if m["role"] == "assistant"]
+            assert labelled_runs(tok, *sample) == [a + "<|im_end|>" for a in answers]
         elif cls is DPODataset:
-            assert sample["chosen_labels"].ne(IGNORE_INDEX).any() and sample["rejected_labels"].ne(IGNORE_INDEX).any()
+            for side in ("chosen", "rejected"):
+                answer = row[side][-1]["content"]
+                runs = labelled_runs(tok, sample[f"{side}_input_ids"], sample[f"{side}_labels"])
+                assert runs == [answer + "<|im_end|>"]
         else:
             assert sample["prompt"].endswith(GEN_PROMPT) and sample["answer"] == ""

@@ -358,3 +358,10 @@ def test_moe_grouped_gemm_equals_per_expert_loop():
         results.append((out.logits.detach(), model.model.layers[1].mlp.experts[2].down_proj.weight.grad.clone()))
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-5)
+
+
+def test_loss_is_zero_not_nan_when_nothing_is_labelled():
+    model = tiny_model()
+    x = torch.randint(3, 6400, (2, 6))
+    loss = model(x, labels=torch.full_like(x, -100)).loss
+    assert loss.item() == 0.0

@@ -1,0 +1,133 @@
+"""Model and generation benchmark: one JSON line per result, never a pass/fail test.
+
+Measures, on the present device (or --device):
+  * forward+backward training throughput (tokens/s) of a preset with synthetic tokens, MoE grouped GEMM vs loop;
+  * decoding throughput of the shared Engine (static KV cache) against transformers' `model.generate()`;
+  * correctness checks in the device's dtype: engine greedy == HF greedy, grouped MoE == looped MoE.
+
+    python scripts/bench_model.py --preset small --device cuda
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model.engine import Engine, SamplingParams  # noqa: E402
+from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters  # noqa: E402
+
+PRESETS = {
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "small": dict(hidden_size=512, num_hidden_layers=8),  # MiniMind2-Small, 25.8M
+    "base": dict(hidden_size=768, num_hidden_layers=16),  # MiniMind2, 104M
+    "moe": dict(hidden_size=640, num_hidden_layers=8, use_moe=True),  # MiniMind2-MoE, 145M
+}
+
+
+def emit(**row):
+    print(json.dumps(row), flush=True)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, warmup=2, iters=5):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def bench_train(model, device, dtype, batch, seq, grouped):
+    for layer in model.model.layers:
+        if hasattr(layer.mlp, "use_grouped_mm"):
+            layer.mlp.use_grouped_mm = grouped
+    model.train()
+    x = torch.randint(3, model.config.vocab_size, (batch, seq), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out = model(x, labels=x)
+            (out.loss + out.aux_loss).backward()
+        model.zero_grad(set_to_none=True)
+
+    seconds = timed(step, device)
+    return batch * seq / seconds
+
+
+def bench_decode(model, device, batch, prompt_len, new_tokens):
+    model.eval()
+    prompts = torch.randint(3, model.config.vocab_size, (batch, prompt_len), device=device)
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=0, stop_ids=[])
+    engine = Engine(model)
+    t_engine = timed(lambda: engine.generate(prompts.tolist(), params), device, warmup=1, iters=3)
+    t_hf = timed(lambda: model.generate(prompts, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+                                        pad_token_id=0, min_new_tokens=new_tokens), device, warmup=1, iters=3)
+    return batch * new_tokens / t_engine, batch * new_tokens / t_hf
+
+
+@torch.inference_mode()
+def check(model, device):
+    """Equalities that the CPU tests prove in fp32, re-checked in the device's dtype."""
+    model.eval()
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [20, 21, 22, 23, 24]]
+    params = SamplingParams(max_new_tokens=16, temperature=0, stop_ids=[])
+    got = [c.token_ids for c in Engine(model).generate(prompts, params)]
+    same = 0
+    for p, g in zip(prompts, got):
+        hf = model.generate(torch.tensor([p], device=device), max_new_tokens=16, do_sample=False,
+                            eos_token_id=None, pad_token_id=0)[0, len(p):].tolist()
+        same += hf == g
+    emit(check="engine_greedy_equals_hf_generate", rows_equal=same, rows=len(prompts))
+    if model.config.use_moe:
+        x = torch.randint(3, model.config.vocab_size, (2, 64), device=device)
+        outs = []
+        for grouped in (True, False):
+            for layer in model.model.layers:
+                layer.mlp.use_grouped_mm = grouped
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                outs.append(model(x).logits.float())
+        emit(check="moe_grouped_equals_loop", max_abs_diff=(outs[0] - outs[1]).abs().max().item())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), nargs="+", default=["tiny"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch_size", type=int, default=16, help="training micro-batch (sequences)")
+    parser.add_argument("--seq_len", type=int, default=512, help="training sequence length (tokens)")
+    parser.add_argument("--decode_batches", type=int, nargs="+", default=[1, 16], help="decode batch sizes")
+    parser.add_argument("--new_tokens", type=int, default=128, help="tokens generated per row")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    for name in args.preset:
+        torch.manual_seed(0)
+        model = MiniMindForCausalLM(MiniMindConfig(**PRESETS[name])).to(device)
+        params = count_parameters(model)
+        check(model, device)
+        for grouped in ((True, False) if model.config.use_moe else (True,)):
+            tps = bench_train(model, device, dtype, args.batch_size, args.seq_len, grouped)
+            emit(bench="train_fwd_bwd", preset=name, params=params, device=str(device), dtype=str(dtype),
+                 batch=args.batch_size, seq_len=args.seq_len, moe_grouped_mm=grouped if model.config.use_moe else None,
+                 tokens_per_s=round(tps, 1))
+        eval_model = model.to(dtype)
+        for batch in args.decode_batches:
+            engine_tps, hf_tps = bench_decode(eval_model, device, batch, 64, args.new_tokens)
+            emit(bench="decode", preset=name, device=str(device), dtype=str(dtype), batch=batch, prompt_len=64,
+                 new_tokens=args.new_tokens, engine_tokens_per_s=round(engine_tps, 1),
+                 hf_generate_tokens_per_s=round(hf_tps, 1), speedup=round(engine_tps / hf_tps, 2))
+        model = eval_model = None
+
+
+if __name__ == "__main__":
+    main()
