@@ -1,0 +1,29 @@
+"""Full-parameter supervised fine-tuning on chat data; loss only on the assistant's tokens.
+
+    python trainer/train_full_sft.py                       # bundled demo conversations, from out/pretrain_512.pth
+    python trainer/train_full_sft.py --data_path dataset/sft_mini_512.jsonl --max_seq_len 340
+"""
+from trainer_utils import (build_parser, causal_lm_loss, init_distributed_mode, init_model, main_logger,
+                           pick_data_path, seed_everything, train, user_errors)
+
+from dataset.lm_dataset import SFTDataset
+
+
+def main():
+    parser = build_parser("MiniMind full SFT / 全参数监督微调", save_weight="full_sft", from_weight="pretrain",
+                          epochs=2, batch_size=16, learning_rate=1e-6, accumulation_steps=1, max_seq_len=340)
+    args = parser.parse_args()
+    with user_errors():
+        ctx = init_distributed_mode(args.device, args.dtype)
+        log = main_logger(ctx)
+        seed_everything(args.seed)
+        model, tokenizer = init_model(args, ctx, log)
+        args.data_path = str(pick_data_path(args.data_path, "sft_mini_512.jsonl", "sft_demo.jsonl"))
+        log(f"data: {args.data_path}")
+        dataset = SFTDataset(args.data_path, tokenizer, args.max_seq_len,
+                             skip_bad_lines=bool(args.skip_bad_lines))
+        train(args, ctx, model, dataset, causal_lm_loss, log=log)
+
+
+if __name__ == "__main__":
+    main()

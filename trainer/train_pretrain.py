@@ -1,0 +1,31 @@
+"""Pretraining: next-token prediction on plain text, from random initialisation.
+
+    python trainer/train_pretrain.py                       # bundled demo text, MiniMind2-Small size
+    torchrun --nproc_per_node 8 trainer/train_pretrain.py --data_path dataset/pretrain_hq.jsonl
+"""
+from trainer_utils import (build_parser, causal_lm_loss, init_distributed_mode, init_model, main_logger,
+                           pick_data_path, seed_everything, train, user_errors)
+
+from dataset.lm_dataset import PretrainDataset
+
+
+def main():
+    parser = build_parser("MiniMind pretraining / 预训练", save_weight="pretrain", from_weight="none", epochs=1,
+                          batch_size=32, learning_rate=5e-4, accumulation_steps=8, max_seq_len=340)
+    parser.add_argument("--packing", type=int, default=0, choices=[0, 1],
+                        help="1 = concatenate documents into full rows (no padding compute)")
+    args = parser.parse_args()
+    with user_errors():
+        ctx = init_distributed_mode(args.device, args.dtype)
+        log = main_logger(ctx)
+        seed_everything(args.seed)
+        model, tokenizer = init_model(args, ctx, log)
+        args.data_path = str(pick_data_path(args.data_path, "pretrain_hq.jsonl", "pretrain_demo.jsonl"))
+        log(f"data: {args.data_path}")
+        dataset = PretrainDataset(args.data_path, tokenizer, args.max_seq_len, packing=bool(args.packing),
+                                  skip_bad_lines=bool(args.skip_bad_lines))
+        train(args, ctx, model, dataset, causal_lm_loss, log=log)
+
+
+if __name__ == "__main__":
+    main()

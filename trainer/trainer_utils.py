@@ -1,0 +1,579 @@
+"""What every training stage shares: device and dtype, distributed setup, the CLI, checkpoints, resume, the loop.
+
+A stage script (train_pretrain.py, train_full_sft.py, ...) builds its parser with `build_parser`, its model with
+`init_model`, its dataset, and a loss function `loss_fn(model, batch) -> (loss, {name: value})`, then calls
+`train`. Everything else (accumulation, clipping, LR schedule, logging, atomic saves, exact resume) lives here.
+
+Paths are resolved from the repository root, so `python trainer/train_pretrain.py` and
+`cd trainer && python train_pretrain.py` behave the same.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.utils.data import DataLoader, Sampler  # noqa: E402
+
+from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters  # noqa: E402
+
+TOKENIZER_DIR = ROOT / "model"
+# Model-config fields a sidecar records, so eval/serving/conversion need not be told sizes again.
+SIDECAR_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                       "intermediate_size", "vocab_size", "max_position_embeddings", "rope_theta", "rms_norm_eps",
+                       "use_moe", "num_experts_per_tok", "n_routed_experts", "n_shared_experts",
+                       "norm_topk_prob", "aux_loss_alpha", "seq_aux", "inference_rope_scaling")
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad path, bad flag, bad data): printed as one message, exit code 2."""
+
+
+def repo_path(path) -> Path:
+    """Relative paths count from the repository root, whatever the current directory."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ROOT / p
+
+
+# -------------------------------------------------------------------------------------------------------------- device
+
+def npu_available() -> bool:
+    """True when torch_npu imports and at least one Ascend device is visible."""
+    try:
+        import torch_npu  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(torch, "npu") and torch.npu.is_available() and torch.npu.device_count() > 0
+
+
+def detect_device_type(requested: Optional[str] = None) -> str:
+    """'npu', 'cuda', 'mps' or 'cpu' (in that order of preference), or the type of `--device` when given."""
+    if requested:
+        kind = requested.split(":")[0]
+        if kind == "npu" and not npu_available():
+            raise UserError(f"--device {requested}: no Ascend NPU found (torch_npu missing or no device visible)")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {requested}: CUDA is not available in this PyTorch build / machine")
+        if kind not in ("npu", "cuda", "mps", "cpu"):
+            raise UserError(f"--device {requested}: unknown device type (use npu, cuda, mps or cpu, e.g. cuda:0)")
+        return kind
+    if npu_available():
+        return "npu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def default_dtype(device_type: str) -> str:
+    """bf16 on CUDA, fp16 (+GradScaler) on Ascend 910B where it is the fast path, fp32 elsewhere."""
+    return {"cuda": "bfloat16", "npu": "float16"}.get(device_type, "float32")
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Context:
+    """Where this process runs: device, precision and its place in the distributed job."""
+    device: torch.device
+    dtype: torch.dtype
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+def init_distributed_mode(device: Optional[str] = None, dtype: Optional[str] = None) -> Context:
+    """Single process unless launched by torchrun; then hccl on NPU, nccl on CUDA, gloo on CPU.
+
+    torchrun's RANK / LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT work unchanged across nodes.
+    """
+    kind = detect_device_type(device)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if kind in ("cuda", "npu"):
+        index = local_rank if world_size > 1 or not device or ":" not in device else int(device.split(":")[1])
+        dev = torch.device(f"{kind}:{index}")
+        (torch.npu if kind == "npu" else torch.cuda).set_device(dev)
+    else:
+        dev = torch.device(kind)
+    if world_size > 1 and not dist.is_initialized():
+        backend = {"npu": "hccl", "cuda": "nccl"}.get(kind, "gloo")
+        dist.init_process_group(backend=backend)
+    dtype = dtype or default_dtype(kind)
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    return Context(device=dev, dtype=DTYPES[dtype], rank=rank, local_rank=local_rank, world_size=world_size)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------------------------- CLI
+
+def build_parser(description: str, **defaults) -> argparse.ArgumentParser:
+    """The flags every stage has (MiniMind's names), with the stage's own defaults; stages add their own flags."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = p.add_argument
+    add("--save_dir", default="out", help="folder for weight files out/{save_weight}_{hidden}[_moe].pth + .json")
+    add("--checkpoint_dir", default="checkpoints", help="folder for resume states {name}_resume.pth")
+    add("--save_weight", default="pretrain", help="stage name used in the output file name")
+    add("--epochs", type=int, default=1, help="passes over the data")
+    add("--batch_size", type=int, default=32, help="sequences per micro-batch per process")
+    add("--learning_rate", type=float, default=5e-4, help="peak learning rate")
+    add("--warmup_steps", type=int, default=0, help="linear warmup (optimizer steps) before the cosine decay")
+    add("--device", default=None, help="npu[:i] / cuda[:i] / mps / cpu; default: auto-detect (NPU > CUDA > MPS > CPU)")
+    add("--dtype", default=None, choices=sorted(DTYPES), help="autocast dtype; default bf16 CUDA, fp16 NPU, fp32 CPU")
+    add("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    add("--accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    add("--grad_clip", type=float, default=1.0, help="max global gradient norm (0 = off)")
+    add("--log_interval", type=int, default=100, help="log every N optimizer steps")
+    add("--save_interval", type=int, default=1000, help="save weights and resume state every N optimizer steps")
+    add("--max_steps", type=int, default=0, help="stop after N optimizer steps (0 = run all epochs)")
+    add("--hidden_size", type=int, default=512, help="model width (512 = MiniMind2-Small, 768 = MiniMind2)")
+    add("--num_hidden_layers", type=int, default=8, help="transformer blocks")
+    add("--use_moe", type=int, default=0, choices=[0, 1], help="1 = mixture-of-experts feed-forward")
+    add("--max_seq_len", type=int, default=340, help="tokens per training row")
+    add("--data_path", default=None, help="training JSONL; default: MiniMind's file if in dataset/, else the demo")
+    add("--skip_bad_lines", type=int, default=0, choices=[0, 1],
+        help="1 = skip and count malformed JSONL lines instead of stopping at the first one")
+    add("--from_weight", default="none", help="stage weights to start from (e.g. pretrain), or none")
+    add("--from_resume", type=int, default=0, choices=[0, 1], help="1 = continue from the resume checkpoint")
+    add("--seed", type=int, default=42, help="seed for init, data order and dropout")
+    add("--use_wandb", type=int, default=0, choices=[0, 1], help="log to an experiment tracker")
+    add("--wandb_project", default="MiniMind", help="tracker project name")
+    add("--use_compile", type=int, default=0, choices=[0, 1], help="torch.compile the model (CUDA only)")
+    p.set_defaults(**defaults)
+    return p
+
+
+def pick_data_path(given: Optional[str], minimind_name: str, demo_name: str) -> Path:
+    """The user's file, else MiniMind's full dataset when downloaded into dataset/, else the bundled demo."""
+    if given:
+        return repo_path(given)
+    full = ROOT / "dataset" / minimind_name
+    return full if full.is_file() else ROOT / "dataset" / "demo" / demo_name
+
+
+# --------------------------------------------------------------------------------------------------------- checkpoints
+
+def weight_stem(stage: str, hidden_size: int, use_moe) -> str:
+    return f"{stage}_{hidden_size}{'_moe' if int(use_moe) else ''}"
+
+
+def weight_path(save_dir, stage: str, hidden_size: int, use_moe) -> Path:
+    return repo_path(save_dir) / f"{weight_stem(stage, hidden_size, use_moe)}.pth"
+
+
+def resume_path(checkpoint_dir, stage: str, hidden_size: int, use_moe) -> Path:
+    return repo_path(checkpoint_dir) / f"{weight_stem(stage, hidden_size, use_moe)}_resume.pth"
+
+
+def sidecar_path(weights: Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def _ensure_writable_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {folder}: {e.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"output folder {folder} is not writable; choose another with --save_dir/--checkpoint_dir")
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temp file, then rename: an interrupted save leaves the previous file intact."""
+    path = Path(path)
+    _ensure_writable_dir(path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(obj, path: Path) -> None:
+    path = Path(path)
+    _ensure_writable_dir(path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def unwrap(model):
+    """The plain MiniMind model inside DDP and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def save_weights(model, path: Path, args: argparse.Namespace) -> None:
+    """Half-precision state_dict in MiniMind2's layout, plus a JSON sidecar with config and training args."""
+    model = unwrap(model)
+    state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
+    atomic_save(state, path)
+    config = {k: getattr(model.config, k) for k in SIDECAR_CONFIG_KEYS}
+    atomic_write_json({"format": "minimind2-pth", "model_config": config,
+                       "train_args": {k: v for k, v in vars(args).items() if _jsonable(v)}}, sidecar_path(path))
+
+
+def _jsonable(value) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None), list, tuple))
+
+
+def read_sidecar(weights: Path) -> Optional[dict]:
+    side = sidecar_path(weights)
+    return json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
+
+
+def load_weights(model, path: Path, hint: str = "") -> None:
+    """Strict load with a message that names the file and the mismatch (never a silent partial load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weight file not found: {path}\n  {hint or 'train the stage that produces it first'}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"cannot read weight file {path}: {e}") from None
+    own = unwrap(model).state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        lines = [f"weight file {path} does not match the model "
+                 f"(hidden_size={unwrap(model).config.hidden_size}, "
+                 f"num_hidden_layers={unwrap(model).config.num_hidden_layers}, "
+                 f"use_moe={int(unwrap(model).config.use_moe)}):"]
+        if missing:
+            lines.append(f"  {len(missing)} keys missing from the file, e.g. {missing[:3]}")
+        if unexpected:
+            lines.append(f"  {len(unexpected)} unexpected keys in the file, e.g. {unexpected[:3]}")
+        lines += [f"  shape mismatch {s}" for s in shapes[:3]]
+        lines.append("  check --hidden_size / --num_hidden_layers / --use_moe against the file's .json sidecar")
+        raise UserError("\n".join(lines))
+    unwrap(model).load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def model_config_from_args(args) -> MiniMindConfig:
+    return MiniMindConfig(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
+                          use_moe=bool(args.use_moe), inference_rope_scaling=False)
+
+
+def load_tokenizer():
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+
+
+def init_model(args, ctx: Optional[Context] = None, log: Callable = print):
+    """Model (random init or `--from_weight`) on the context's device in fp32, and the tokenizer."""
+    model = MiniMindForCausalLM(model_config_from_args(args))
+    if args.from_weight and args.from_weight != "none":
+        path = weight_path(args.save_dir, args.from_weight, args.hidden_size, args.use_moe)
+        load_weights(model, path, hint=f"produce it with the '{args.from_weight}' stage, e.g. "
+                                       f"python trainer/train_{_stage_script(args.from_weight)}.py")
+        log(f"loaded {path}")
+    log(f"model: {count_parameters(model) / 1e6:.2f}M parameters")
+    return model.to(ctx.device if ctx else "cpu"), load_tokenizer()
+
+
+def _stage_script(stage: str) -> str:
+    return {"ppo_actor": "ppo", "full_dist": "distillation", "tool_sft": "full_sft"}.get(stage, stage)
+
+
+# -------------------------------------------------------------------------------------------------------- data order
+
+class ResumableBatchSampler(Sampler):
+    """Seeded shuffle per epoch, cut into global batches of batch_size x world_size; rank r takes the r-th slice.
+
+    So N processes with batch_size B see exactly the rows one process sees with batch_size N x B (the DDP test
+    relies on it), every rank gets the same number of batches (no rank waits at the end of an epoch), and
+    `set_epoch(epoch, skip)` resumes after the batches already trained. One process keeps a last partial
+    batch; several drop the partial global batch.
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        self.n, self.batch_size, self.rank, self.world_size, self.seed = n, batch_size, rank, world_size, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        per_step = self.batch_size * self.world_size
+        return math.ceil(self.n / per_step) if self.world_size == 1 else self.n // per_step
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        per_step = self.batch_size * self.world_size
+        for b in range(self.skip, len(self)):
+            start = b * per_step + self.rank * self.batch_size
+            yield order[start:start + self.batch_size]
+
+
+# ------------------------------------------------------------------------------------------------------ LR and speed
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 0) -> float:
+    """Linear warmup, then cosine from peak to 10% of peak (MiniMind's curve when warmup is 0)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+# Dense bf16/fp16 tensor peak FLOP/s per device, from vendor datasheets; MFU is omitted for anything else.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
+              "4090": 165e12, "3090": 71e12, "910B": 313e12}
+
+
+def peak_flops(device: torch.device) -> Optional[float]:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "npu":
+        name = torch.npu.get_device_name(device)
+    else:
+        return None
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x active parameters + attention scores (12 x layers x width x seq_len)."""
+    cfg = unwrap(model).config
+    params = count_parameters(unwrap(model)) - cfg.vocab_size * cfg.hidden_size  # embedding lookup is free
+    if cfg.use_moe:  # only top-k of the routed experts run per token
+        per_expert = 3 * cfg.hidden_size * cfg.intermediate_size
+        params -= cfg.num_hidden_layers * per_expert * (cfg.n_routed_experts - cfg.num_experts_per_tok)
+    params += cfg.vocab_size * cfg.hidden_size  # but the lm_head matmul is not
+    return 6 * params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "npu":
+        torch.npu.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------------------- the loop
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(args, ctx: Context, model, dataset, loss_fn: Callable, collate_fn=None, log: Callable = print) -> None:
+    """Run the stage: epochs of accumulated micro-batches, clipped AdamW steps, logging, saves and resume.
+
+    loss_fn(model, batch) returns (loss, parts): `loss` is what is minimised for this micro-batch (a mean over
+    its tokens), `parts` are floats to log. The final step is always saved.
+    """
+    if len(dataset) < args.batch_size * ctx.world_size:
+        raise UserError(f"{args.data_path}: {len(dataset)} rows, fewer than one batch "
+                        f"(batch_size {args.batch_size} x {ctx.world_size} processes); lower --batch_size")
+    out_path = weight_path(args.save_dir, args.save_weight, args.hidden_size, args.use_moe)
+    ckpt_path = resume_path(args.checkpoint_dir, args.save_weight, args.hidden_size, args.use_moe)
+    if ctx.is_main:  # fail now, not after an hour of training
+        _ensure_writable_dir(out_path.parent)
+        _ensure_writable_dir(ckpt_path.parent)
+
+    sampler = ResumableBatchSampler(len(dataset), args.batch_size, ctx.rank, ctx.world_size, args.seed)
+    batches_per_epoch = len(sampler)
+    steps_per_epoch = math.ceil(batches_per_epoch / args.accumulation_steps)
+    total_steps = args.epochs * steps_per_epoch
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.dtype == torch.float16)
+    start_epoch, start_batch, step = 0, 0, 0
+    if args.from_resume:
+        start_epoch, start_batch, step = _load_resume(ckpt_path, model, optimizer, scaler, ctx, batches_per_epoch,
+                                                      log)
+
+    train_model = model
+    if args.use_compile:
+        if ctx.device.type == "cuda":
+            train_model = torch.compile(model)
+        else:
+            log(f"--use_compile 1 ignored: torch.compile is only used on CUDA (device is {ctx.device.type})")
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [ctx.device.index] if ctx.device.type in ("cuda", "npu") else None
+        train_model = DistributedDataParallel(train_model, device_ids=ids)
+
+    peak = peak_flops(ctx.device)
+    fpt = flops_per_token(model, args.max_seq_len)
+    model.train()
+    tokens_since_log, timer, t_start, step_at_start = 0, None, time.perf_counter(), step
+    done = step >= total_steps
+    for epoch in range(start_epoch, args.epochs):
+        if done:
+            break
+        skip = start_batch if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, skip)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers, collate_fn=collate_fn,
+                            pin_memory=ctx.device.type == "cuda")
+        group_start = skip
+        for b, batch in enumerate(loader, start=skip):
+            group_size = min(args.accumulation_steps, batches_per_epoch - group_start)
+            last_micro = b - group_start + 1 == group_size
+            batch = _to_device(batch, ctx.device)
+            sync = train_model.no_sync() if ctx.distributed and not last_micro else nullcontext()
+            with sync:
+                with ctx.autocast():
+                    loss, parts = loss_fn(train_model, batch)
+                scaler.scale(loss / group_size).backward()
+            tokens_since_log += _count_tokens(batch) * ctx.world_size
+            if not last_micro:
+                continue
+            group_start = b + 1
+            lr = lr_at(step, total_steps, args.learning_rate, args.warmup_steps)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            if args.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step == step_at_start + 1:  # time from after the first (warm-up) step
+                synchronize(ctx.device)
+                timer, tokens_since_log = time.perf_counter(), 0
+            final = step >= total_steps
+            if ctx.is_main and (step % args.log_interval == 0 or final):
+                synchronize(ctx.device)
+                now = time.perf_counter()
+                elapsed = now - timer if timer and now > timer else 0.0
+                tps = tokens_since_log / elapsed if elapsed > 0 else 0.0
+                msg = (f"epoch {epoch + 1}/{args.epochs} step {step}/{total_steps} loss {loss.item():.4f} "
+                       + "".join(f"{k} {float(v):.4f} " for k, v in parts.items())
+                       + f"lr {lr:.3e} tokens/s {tps:,.0f}")
+                if peak and tps:
+                    msg += f" MFU {100 * tps * fpt / (peak * ctx.world_size):.1f}%"
+                rate = (now - t_start) / max(1, step - step_at_start)
+                msg += f" ETA {_fmt_seconds(rate * (total_steps - step))}"
+                log(msg)
+                timer, tokens_since_log = now, 0
+            if step % args.save_interval == 0 or final:
+                _save_all(args, ctx, model, optimizer, scaler, out_path, ckpt_path, epoch, b + 1, step, log)
+            if final:
+                done = True
+                break
+    if ctx.distributed:
+        dist.barrier()
+
+
+def _save_all(args, ctx, model, optimizer, scaler, out_path, ckpt_path, epoch, batches_done, step, log):
+    if not ctx.is_main:
+        return
+    save_weights(model, out_path, args)
+    atomic_save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                 "scaler": scaler.state_dict(), "epoch": epoch, "batches_done": batches_done, "step": step,
+                 "world_size": ctx.world_size, "rng": rng_state(), "args": vars(args)}, ckpt_path)
+    log(f"saved {out_path} and {ckpt_path} (step {step})")
+
+
+def _load_resume(path: Path, model, optimizer, scaler, ctx: Context, batches_per_epoch: int, log):
+    if not path.is_file():
+        raise UserError(f"--from_resume 1 but no resume state at {path}; run once without it first")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    epoch, batches_done, step = state["epoch"], state["batches_done"], state["step"]
+    if state["world_size"] != ctx.world_size:  # same number of samples seen, counted in this run's batches
+        batches_done = batches_done * state["world_size"] // ctx.world_size
+        log(f"world size changed {state['world_size']} -> {ctx.world_size}: resuming after {batches_done} batches")
+    if batches_done >= batches_per_epoch:
+        epoch, batches_done = epoch + 1, 0
+    log(f"resumed from {path}: epoch {epoch + 1}, step {step}, {batches_done} batches of this epoch done")
+    return epoch, batches_done, step
+
+
+def _to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _count_tokens(batch) -> int:
+    first = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values()))
+    return first.numel()
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def causal_lm_loss(model, batch):
+    """(input_ids, labels) -> next-token cross-entropy, plus the MoE load-balancing term when present."""
+    input_ids, labels = batch
+    out = model(input_ids, labels=labels)
+    parts = {"aux_loss": out.aux_loss} if unwrap(model).config.use_moe else {}
+    return out.loss + out.aux_loss, parts
+
+
+@contextmanager
+def user_errors():
+    """Turn problems a user can fix into one clear message and exit code 2 (no traceback wall)."""
+    try:
+        yield
+    except (UserError, FileNotFoundError, ValueError) as e:
+        if os.environ.get("MINIMIND_DEBUG") == "1":
+            raise
+        print(f"error: {e}\n(set MINIMIND_DEBUG=1 for the full traceback)", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main_logger(ctx: Context) -> Callable:
+    """print on rank 0 only, flushed so logs interleave correctly when piped."""
+    return (lambda msg: print(msg, flush=True)) if ctx.is_main else (lambda msg: None)
