@@ -6,7 +6,7 @@
   python scripts/build_corpus.py bundle   # small committed demo -> dataset/demo/  (permissive sources only, ~45 s once cached)
   python scripts/build_corpus.py all      # both
 
-Sources, versions and licences: shared/data-sources.md and dataset/dataset.md.
+Sources, versions and licences: scripts/corpus/fetch.py and dataset/dataset.md.
 """
 import argparse
 import json

