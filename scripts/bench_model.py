@@ -66,12 +66,18 @@ def bench_train(model, device, dtype, batch, seq, grouped):
 
 def bench_decode(model, device, batch, prompt_len, new_tokens):
     model.eval()
-    prompts = torch.randint(3, model.config.vocab_size, (batch, prompt_len), device=device)
     params = SamplingParams(max_new_tokens=new_tokens, temperature=0, stop_ids=[])
     engine = Engine(model)
-    t_engine = timed(lambda: engine.generate(prompts.tolist(), params), device, warmup=1, iters=3)
-    t_hf = timed(lambda: model.generate(prompts, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
-                                        pad_token_id=0, min_new_tokens=new_tokens), device, warmup=1, iters=3)
+    calls = iter(range(1000))
+
+    def fresh_prompts():  # a new prompt length per call, so kernels meet KV lengths they have not seen (as in chat)
+        n = prompt_len + next(calls)
+        return torch.randint(3, model.config.vocab_size, (batch, n), device=device)
+
+    t_engine = timed(lambda: engine.generate(fresh_prompts().tolist(), params), device, warmup=1, iters=3)
+    t_hf = timed(lambda: model.generate(fresh_prompts(), max_new_tokens=new_tokens, do_sample=False,
+                                        eos_token_id=None, pad_token_id=0, min_new_tokens=new_tokens),
+                 device, warmup=1, iters=3)
     return batch * new_tokens / t_engine, batch * new_tokens / t_hf
 
 

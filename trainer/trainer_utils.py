@@ -299,13 +299,14 @@ def init_model(args, ctx: Optional[Context] = None, log: Callable = print):
     if args.from_weight and args.from_weight != "none":
         path = weight_path(args.save_dir, args.from_weight, args.hidden_size, args.use_moe)
         load_weights(model, path, hint=f"produce it with the '{args.from_weight}' stage, e.g. "
-                                       f"python trainer/train_{_stage_script(args.from_weight)}.py")
+                                       f"python trainer/train_{stage_script(args.from_weight)}.py")
         log(f"loaded {path}")
     log(f"model: {count_parameters(model) / 1e6:.2f}M parameters")
     return model.to(ctx.device if ctx else "cpu"), load_tokenizer()
 
 
-def _stage_script(stage: str) -> str:
+def stage_script(stage: str) -> str:
+    """The trainer script (without train_ and .py) that produces weights of this stage name."""
     return {"ppo_actor": "ppo", "full_dist": "distillation", "tool_sft": "full_sft"}.get(stage, stage)
 
 
