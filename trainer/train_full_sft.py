@@ -3,8 +3,7 @@
     python trainer/train_full_sft.py                       # bundled demo conversations, from out/pretrain_512.pth
     python trainer/train_full_sft.py --data_path dataset/sft_mini_512.jsonl --max_seq_len 340
 """
-from trainer_utils import (build_parser, causal_lm_loss, init_distributed_mode, init_model, main_logger,
-                           pick_data_path, seed_everything, train, user_errors)
+from trainer_utils import build_parser, causal_lm_loss, pick_data_path, start_stage, train, user_errors
 
 from dataset.lm_dataset import SFTDataset
 
@@ -14,10 +13,7 @@ def main():
                           epochs=2, batch_size=16, learning_rate=1e-6, accumulation_steps=1, max_seq_len=340)
     args = parser.parse_args()
     with user_errors():
-        ctx = init_distributed_mode(args.device, args.dtype)
-        log = main_logger(ctx)
-        seed_everything(args.seed)
-        model, tokenizer = init_model(args, ctx, log)
+        ctx, log, model, tokenizer = start_stage(args)
         args.data_path = str(pick_data_path(args.data_path, "sft_mini_512.jsonl", "sft_demo.jsonl"))
         log(f"data: {args.data_path}")
         dataset = SFTDataset(args.data_path, tokenizer, args.max_seq_len,

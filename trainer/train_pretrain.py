@@ -3,8 +3,7 @@
     python trainer/train_pretrain.py                       # bundled demo text, MiniMind2-Small size
     torchrun --nproc_per_node 8 trainer/train_pretrain.py --data_path dataset/pretrain_hq.jsonl
 """
-from trainer_utils import (build_parser, causal_lm_loss, init_distributed_mode, init_model, main_logger,
-                           pick_data_path, seed_everything, train, user_errors)
+from trainer_utils import build_parser, causal_lm_loss, pick_data_path, start_stage, train, user_errors
 
 from dataset.lm_dataset import PretrainDataset
 
@@ -16,10 +15,7 @@ def main():
                         help="1 = concatenate documents into full rows (no padding compute)")
     args = parser.parse_args()
     with user_errors():
-        ctx = init_distributed_mode(args.device, args.dtype)
-        log = main_logger(ctx)
-        seed_everything(args.seed)
-        model, tokenizer = init_model(args, ctx, log)
+        ctx, log, model, tokenizer = start_stage(args)
         args.data_path = str(pick_data_path(args.data_path, "pretrain_hq.jsonl", "pretrain_demo.jsonl"))
         log(f"data: {args.data_path}")
         dataset = PretrainDataset(args.data_path, tokenizer, args.max_seq_len, packing=bool(args.packing),

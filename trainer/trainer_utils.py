@@ -170,7 +170,7 @@ def build_parser(description: str, **defaults) -> argparse.ArgumentParser:
     add("--from_weight", default="none", help="stage weights to start from (e.g. pretrain), or none")
     add("--from_resume", type=int, default=0, choices=[0, 1], help="1 = continue from the resume checkpoint")
     add("--seed", type=int, default=42, help="seed for init, data order and dropout")
-    add("--use_wandb", type=int, default=0, choices=[0, 1], help="log to an experiment tracker")
+    add("--use_wandb", type=int, default=0, choices=[0, 1], help="log to an experiment tracker (not implemented yet)")
     add("--wandb_project", default="MiniMind", help="tracker project name")
     add("--use_compile", type=int, default=0, choices=[0, 1], help="torch.compile the model (CUDA only)")
     p.set_defaults(**defaults)
@@ -406,6 +406,9 @@ def train(args, ctx: Context, model, dataset, loss_fn: Callable, collate_fn=None
     loss_fn(model, batch) returns (loss, parts): `loss` is what is minimised for this micro-batch (a mean over
     its tokens), `parts` are floats to log. The final step is always saved.
     """
+    if args.use_wandb:  # refuse rather than silently train without the tracking the user asked for
+        raise UserError("--use_wandb 1: experiment tracking (SwanLab / W&B) is not implemented yet; "
+                        "run without it (logs go to stdout)")
     if len(dataset) < args.batch_size * ctx.world_size:
         raise UserError(f"{args.data_path}: {len(dataset)} rows, fewer than one batch "
                         f"(batch_size {args.batch_size} x {ctx.world_size} processes); lower --batch_size")
@@ -573,6 +576,15 @@ def user_errors():
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def start_stage(args):
+    """Device/distributed context, rank-0 logger, seeded model (from `--from_weight`) and tokenizer for a stage."""
+    ctx = init_distributed_mode(args.device, args.dtype)
+    log = main_logger(ctx)
+    seed_everything(args.seed)
+    model, tokenizer = init_model(args, ctx, log)
+    return ctx, log, model, tokenizer
 
 
 def main_logger(ctx: Context) -> Callable:
