@@ -213,11 +213,7 @@ def load_native(args):
     path, cfg, source = resolve_weight(args)
     cfg["inference_rope_scaling"] = bool(args.inference_rope_scaling)
     model = MiniMindForCausalLM(MiniMindConfig(**cfg))
-    hint = f"train it with: {train_command(args.weight, cfg, args.save_dir)}"
-    present = sorted(f.name for f in path.parent.glob("*.pth")) if path.parent.is_dir() else []
-    if present:
-        hint += f"\n  weights present in {path.parent}: {', '.join(present)} (choose with --weight / --hidden_size)"
-    load_weights(model, path, hint=hint)
+    load_weights(model, path, hint=f"train it with: {train_command(args.weight, cfg, args.save_dir)}")
     c = model.config
     info(f"model: {path} (hidden_size {c.hidden_size}, {c.num_hidden_layers} layers, "
          f"{'MoE' if c.use_moe else 'dense'}{', YaRN x16' if c.inference_rope_scaling else ''}; {source})")

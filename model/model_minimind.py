@@ -20,6 +20,11 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 
+# transformers 5.24 renamed the KV cache argument and output field from `past_key_values` to `cache` (5.0-5.23 use
+# the old name; the new versions still accept it but log a deprecation line, which ended up inside chat answers).
+# The model accepts both names and returns its cache under whichever field this version's output class declares.
+CACHE_FIELD = "cache" if "cache" in MoeCausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
 # Cached decoding on CUDA skips cuDNN attention: it builds a new plan (~40 ms) for every new KV length, i.e. every
 # decoding step, which made batch-1 decoding of the 512/8 model ~10x slower (15-20 vs ~200 tokens/s on an H100).
 DECODE_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -507,12 +512,16 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 labels=None, use_cache=False, logits_to_keep: Union[int, torch.Tensor] = 0,
-                inputs_embeds=None, **kwargs) -> MoeCausalLMOutputWithPast:
+                inputs_embeds=None, cache=None, **kwargs) -> MoeCausalLMOutputWithPast:
         """`labels` are the input ids themselves (-100 = ignore); the shift by one happens here, as in HF models.
+
+        The KV cache comes as `past_key_values` (transformers < 5.24, our Engine) or `cache` (transformers >= 5.24).
 
         `loss` is the token cross-entropy only; MoE models report the load-balancing term in `aux_loss`
         (zero for dense models and in eval mode), which the trainers add.
         """
+        if cache is not None:
+            past_key_values = cache
         hidden, past_key_values, aux_loss = self.model(input_ids, attention_mask, position_ids, past_key_values,
                                                        use_cache, inputs_embeds)
         if labels is None and isinstance(logits_to_keep, int) and logits_to_keep > 0:
@@ -527,7 +536,7 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets,
                                    ignore_index=-100, reduction="sum") / (targets != -100).sum().clamp(min=1)
         return MoeCausalLMOutputWithPast(loss=loss, aux_loss=aux_loss, logits=logits,
-                                         past_key_values=past_key_values if use_cache else None)
+                                         **{CACHE_FIELD: past_key_values if use_cache else None})
 
     def token_logprobs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                        temperature: float = 1.0) -> torch.Tensor:

@@ -21,8 +21,8 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from eval_llm import resolve_weight, sizes_from_state_dict, train_command  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
-from trainer.trainer_utils import (TOKENIZER_DIR, UserError, load_weights, read_sidecar, repo_path,  # noqa: E402
-                                   sidecar_path)
+from trainer.trainer_utils import (TOKENIZER_DIR, UserError, load_weights, missing_weight_message,  # noqa: E402
+                                   read_sidecar, repo_path, sidecar_path)
 
 # Files of model/ that make up the tokenizer; the chat template lives inside tokenizer_config.json, which every
 # transformers version (and vLLM, which reads it through AutoTokenizer) understands.
@@ -60,11 +60,7 @@ def resolve_checkpoint(args) -> tuple:
     """
     path, cfg, _ = resolve_weight(args)
     if not path.is_file():
-        present = sorted(f.name for f in path.parent.glob("*.pth")) if path.parent.is_dir() else []
-        raise UserError(f"weight file not found: {path}\n"
-                        f"  train it with: {train_command(args.weight, cfg, args.save_dir)}"
-                        + (f"\n  weights present in {path.parent}: {', '.join(present)} (choose with --weight / "
-                           f"--hidden_size / --use_moe)" if present else ""))
+        raise UserError(missing_weight_message(path, f"train it with: {train_command(args.weight, cfg, args.save_dir)}"))
     try:
         sidecar = read_sidecar(path)
     except ValueError as e:

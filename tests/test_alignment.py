@@ -1,5 +1,6 @@
 """LoRA, DPO, reasoning SFT and distillation: losses against hand computations, the real entry points chained as
 subprocesses on a tiny model, learning behaviour on CPU, and clear errors for bad input."""
+import importlib
 import json
 import math
 import os
@@ -13,10 +14,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "trainer"))
+import eval_llm  # noqa: E402
 import train_distillation  # noqa: E402
 import train_dpo  # noqa: E402
 import train_reason  # noqa: E402
 import trainer_utils  # noqa: E402
+from conftest import run_main  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 
 TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--max_seq_len", "96", "--device", "cpu",
@@ -30,12 +33,18 @@ def run_inline(module, *args, capsys):
     return exit_info.value.code, capsys.readouterr().err
 
 
-def run(script, *args, check=True):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    path = ROOT / script if script.endswith("eval_llm.py") else ROOT / "trainer" / script
-    extra = [] if script.endswith("eval_llm.py") else TINY
-    proc = subprocess.run([sys.executable, str(path), *extra, *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
+def run(script, *args, check=True, in_process=True):
+    """A stage (or eval_llm.py) with the tiny-model flags: main(argv) in this process, or as a real subprocess."""
+    is_eval = script.endswith("eval_llm.py")
+    path = ROOT / script if is_eval else ROOT / "trainer" / script
+    argv = [*([] if is_eval else TINY), *map(str, args)]
+    if in_process:
+        module = eval_llm if is_eval else importlib.import_module(path.stem)
+        proc = run_main(module.main, argv)
+    else:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        proc = subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True,
+                              env=env, timeout=300, cwd=ROOT)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -114,7 +123,7 @@ def chain(tmp_path_factory):
     head("pretrain_demo.jsonl", 64, data / "pretrain.jsonl")
     head("sft_demo.jsonl", 32, data / "sft.jsonl")
     run("train_pretrain.py", "--data_path", data / "pretrain.jsonl", "--batch_size", 8, "--accumulation_steps", 1,
-        "--learning_rate", 3e-3, "--save_dir", out, "--checkpoint_dir", ckpt)
+        "--learning_rate", 3e-3, "--save_dir", out, "--checkpoint_dir", ckpt, in_process=False)
     run("train_full_sft.py", "--data_path", data / "sft.jsonl", "--batch_size", 8, "--max_steps", 4,
         "--learning_rate", 1e-3, "--save_dir", out, "--checkpoint_dir", ckpt)
     return out, ckpt, data

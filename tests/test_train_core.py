@@ -1,4 +1,5 @@
 """The training core through the real entry points: outputs, exact resume, DDP equivalence, NPU selection, errors."""
+import importlib
 import json
 import os
 import re
@@ -15,15 +16,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "trainer"))
 import trainer_utils  # noqa: E402
+from conftest import run_main  # noqa: E402
 
 TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--max_seq_len", "64", "--device", "cpu",
         "--log_interval", "1"]
 
 
-def run_stage(script, *args, cwd=ROOT, check=True, **kw):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "trainer" / script), *TINY, *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=300, **kw)
+def run_stage(script, *args, cwd=None, check=True, in_process=True):
+    """A stage with the tiny-model flags: main(argv) in this process, or a real subprocess (also when cwd is given)."""
+    argv = [*TINY, *map(str, args)]
+    if in_process and cwd is None:
+        proc = run_main(importlib.import_module(Path(script).stem).main, argv)
+    else:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        proc = subprocess.run([sys.executable, str(ROOT / "trainer" / script), *argv], cwd=cwd or ROOT,
+                              capture_output=True, text=True, env=env, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -47,7 +54,8 @@ def pretrained(tmp_path_factory, pretrain_data):
     base = tmp_path_factory.mktemp("pretrain")
     out, ckpt = base / "out", base / "ckpt"
     proc = run_stage("train_pretrain.py", "--data_path", pretrain_data, "--batch_size", 8, "--accumulation_steps", 1,
-                     "--learning_rate", 3e-3, "--epochs", 2, "--save_dir", out, "--checkpoint_dir", ckpt)
+                     "--learning_rate", 3e-3, "--epochs", 2, "--save_dir", out, "--checkpoint_dir", ckpt,
+                     in_process=False)  # the script entry point itself, once
     return out, ckpt, proc.stdout
 
 
@@ -81,10 +89,13 @@ def test_runs_from_inside_trainer_folder(tmp_path, pretrain_data):
     assert (tmp_path / "o" / "pretrain_64.pth").is_file(), proc.stdout
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(tmp_path, pretrain_data):
     common = ["--data_path", pretrain_data, "--batch_size", 4, "--accumulation_steps", 2, "--epochs", 2,
               "--learning_rate", 3e-3, "--save_interval", 2, "--warmup_steps", 2]
-    run_stage("train_pretrain.py", *common, "--save_dir", tmp_path / "a", "--checkpoint_dir", tmp_path / "ca")
+    # all three runs as subprocesses with one thread each, so float reductions happen in the same order
+    run_stage("train_pretrain.py", *common, "--save_dir", tmp_path / "a", "--checkpoint_dir", tmp_path / "ca",
+              in_process=False)
     reference = torch.load(tmp_path / "ca" / "pretrain_64_resume.pth", weights_only=False)
 
     ckpt = tmp_path / "cb" / "pretrain_64_resume.pth"
@@ -101,13 +112,14 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, pretrain_data):
     assert interrupted["step"] < reference["step"], "the run finished before it could be killed"
 
     run_stage("train_pretrain.py", *common, "--save_dir", tmp_path / "b", "--checkpoint_dir", tmp_path / "cb",
-              "--from_resume", 1)
+              "--from_resume", 1, in_process=False)
     resumed = torch.load(ckpt, weights_only=False)
     assert resumed["step"] == reference["step"]
     for k, v in reference["model"].items():
         torch.testing.assert_close(resumed["model"][k], v, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(tmp_path, pretrain_data):
     common = [*TINY, "--data_path", str(pretrain_data), "--packing", "1", "--max_steps", "4", "--learning_rate",
               "3e-3", "--save_interval", "100"]
@@ -129,6 +141,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path, pretrain_data):
         torch.testing.assert_close(b["model"][k], v, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,prefix", [("swanlab", "run-"), ("wandb", "offline-run-")])
 def test_tracker_offline_run_continues_after_resume(backend, prefix, tmp_path, pretrain_data):
     pytest.importorskip(backend, reason=f"{backend} is in requirements.txt; install it to run this test")
@@ -136,10 +149,10 @@ def test_tracker_offline_run_continues_after_resume(backend, prefix, tmp_path, p
               "--use_wandb", 1,
               "--wandb_backend", backend, "--log_dir", tmp_path / "logs", "--save_dir", tmp_path / "o",
               "--checkpoint_dir", tmp_path / "c"]
-    run_stage("train_pretrain.py", *common, "--max_steps", 2)
+    run_stage("train_pretrain.py", *common, "--max_steps", 2, in_process=False)  # trackers keep global state
     first = torch.load(tmp_path / "c" / "pretrain_64_resume.pth", weights_only=False)["run_id"]
     assert first
-    run_stage("train_pretrain.py", *common, "--max_steps", 4, "--from_resume", 1)
+    run_stage("train_pretrain.py", *common, "--max_steps", 4, "--from_resume", 1, in_process=False)
     state = torch.load(tmp_path / "c" / "pretrain_64_resume.pth", weights_only=False)
     assert state["step"] == 4 and state["run_id"] == first
     root = tmp_path / "logs" / ("wandb" if backend == "wandb" else "")
@@ -147,6 +160,7 @@ def test_tracker_offline_run_continues_after_resume(backend, prefix, tmp_path, p
     assert len(runs) == 2 and all(r.endswith(first) for r in runs), runs  # one run id, written twice
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_plain_lines_otherwise(tmp_path, pretrain_data):
     import fcntl
     import pty

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -225,12 +226,16 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_json(obj, path: Path) -> None:
+def atomic_write_text(text: str, path: Path) -> None:
     path = Path(path)
     _ensure_writable_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def atomic_write_json(obj, path: Path) -> None:
+    atomic_write_text(json.dumps(obj, ensure_ascii=False, indent=2), path)
 
 
 def unwrap(model):
@@ -258,11 +263,71 @@ def read_sidecar(weights: Path) -> Optional[dict]:
     return json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
 
 
+WEIGHT_NAME = re.compile(r"^(?P<stage>.+)_(?P<hidden>\d+)(?P<moe>_moe)?\.pth$")
+
+
+def weights_nearby(path: Path) -> list:
+    """Weight files a user who asked for `path` may have meant: same stage anywhere under out/ (e.g. out/demo/
+    after scripts/demo.sh), else every weight in the folder asked for. [(path, sizes flags), ...], at most 8."""
+    path = Path(path)
+    m = WEIGHT_NAME.match(path.name)
+    stage = m.group("stage") if m else None
+    folders = [path.parent, ROOT / "out"]
+    if (ROOT / "out").is_dir():
+        folders += sorted(d for d in (ROOT / "out").iterdir() if d.is_dir() and d.name != "lora")
+    seen, same_stage, same_folder = set(), [], []
+    for folder in folders:
+        if not folder.is_dir() or folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        for f in sorted(folder.glob("*.pth")):
+            fm = WEIGHT_NAME.match(f.name)
+            if fm and f != path and fm.group("stage") == stage:
+                same_stage.append(f)
+            elif fm and folder == path.parent:
+                same_folder.append(f)
+    return [(f, size_flags(f)) for f in (same_stage or same_folder)[:8]]
+
+
+def size_flags(weights: Path) -> str:
+    """`--save_dir D --hidden_size H --num_hidden_layers L [--use_moe 1]` that name this weight file."""
+    try:
+        cfg = (read_sidecar(weights) or {}).get("model_config", {})
+    except ValueError:
+        cfg = {}
+    m = WEIGHT_NAME.match(weights.name)
+    hidden = cfg.get("hidden_size", int(m.group("hidden")) if m else None)
+    flags = [f"--save_dir {display_path(weights.parent)}", f"--hidden_size {hidden}"]
+    if "num_hidden_layers" in cfg:
+        flags.append(f"--num_hidden_layers {cfg['num_hidden_layers']}")
+    if cfg.get("use_moe") or (m and m.group("moe")):
+        flags.append("--use_moe 1")
+    return " ".join(flags)
+
+
+def display_path(path: Path) -> str:
+    """A path relative to the repository root when it is inside it (what the user types), else absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def missing_weight_message(path: Path, hint: str = "") -> str:
+    """'weight file not found' plus how to make it and which existing weights (and flags) may be meant."""
+    lines = [f"weight file not found: {path}", f"  {hint or 'train the stage that produces it first'}"]
+    nearby = weights_nearby(path)
+    if nearby:
+        lines.append("  weights that exist (use them with these flags):")
+        lines += [f"    {display_path(f)}: {flags}" for f, flags in nearby]
+    return "\n".join(lines)
+
+
 def load_weights(model, path: Path, hint: str = "") -> None:
     """Strict load with a message that names the file and the mismatch (never a silent partial load)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"weight file not found: {path}\n  {hint or 'train the stage that produces it first'}")
+        raise UserError(missing_weight_message(path, hint))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file

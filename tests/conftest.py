@@ -1,0 +1,20 @@
+"""Shared test helpers. `slow` marks the end-to-end tests (several stages, extra processes); the README's
+`python -m pytest -q` runs everything, `python -m pytest -q -m "not slow"` is the quick inner loop."""
+import io
+import subprocess
+from contextlib import redirect_stderr, redirect_stdout
+
+
+def run_main(main, argv) -> subprocess.CompletedProcess:
+    """A script's main(argv) in this process, as a CompletedProcess (exit code, captured stdout/stderr).
+
+    Starting a Python process costs ~4 s of torch + transformers imports on a 2-core machine; the stage scripts'
+    `if __name__ == "__main__": main()` adds nothing that in-process runs would miss.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv]) or 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())

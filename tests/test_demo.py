@@ -1,0 +1,157 @@
+"""The first-run experience: scripts/demo.sh end to end, its report (bits per character against a hand computation,
+next commands that the real parsers accept), the missing-weight message that points at out/demo, the --tools
+example file."""
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "trainer"))
+import chat_openai_api  # noqa: E402
+import convert_to_hf  # noqa: E402
+import demo_report  # noqa: E402
+import train_dpo  # noqa: E402
+import eval_llm  # noqa: E402
+import serve_openai_api  # noqa: E402
+from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
+from trainer import trainer_utils  # noqa: E402
+
+TINY = dict(hidden_size=64, num_hidden_layers=2)
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return trainer_utils.load_tokenizer()
+
+
+def save_tiny(folder: Path, stage: str, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = MiniMindForCausalLM(MiniMindConfig(**TINY))
+    path = trainer_utils.weight_path(folder, stage, 64, 0)
+    trainer_utils.save_weights(model, path, argparse.Namespace(stage=stage))
+    return path
+
+
+def test_bits_per_char_of_a_uniform_model_is_log2_vocab_per_token(tokenizer):
+    model = MiniMindForCausalLM(MiniMindConfig(**TINY)).eval()
+    for p in model.parameters():  # all-zero weights give all-zero logits: every token costs log2(6400) bits
+        p.data.zero_()
+    texts = [("zh", "床前明月光，疑是地上霜。"), ("en", "The quick brown fox."), ("zh", "海水为什么是咸的？")]
+    got = demo_report.bits_per_char(model, tokenizer, texts, batch_size=2)  # two batches, right-padded
+    tokens = {d: 0 for d, _ in texts}
+    chars = {d: 0 for d, _ in texts}
+    for d, t in texts:
+        tokens[d] += len(tokenizer(t)["input_ids"])  # bos predicts the first token; bos itself is not scored
+        chars[d] += len(t)
+    for d in ("zh", "en"):
+        assert got[d] == pytest.approx(tokens[d] * math.log2(6400) / chars[d], rel=1e-5)
+    assert got["all"] == pytest.approx(sum(tokens.values()) * math.log2(6400) / sum(chars.values()), rel=1e-5)
+
+
+def test_bits_per_char_is_independent_of_batching(tokenizer):
+    torch.manual_seed(0)
+    model = MiniMindForCausalLM(MiniMindConfig(**TINY)).eval()
+    texts = demo_report.read_heldout(ROOT / demo_report.HELDOUT, 60)[:7]
+    one = demo_report.bits_per_char(model, tokenizer, texts, batch_size=1)
+    many = demo_report.bits_per_char(model, tokenizer, texts, batch_size=7)
+    assert one.keys() == many.keys()
+    for k in one:
+        assert one[k] == pytest.approx(many[k], rel=1e-4)
+
+
+def test_report_lists_files_scores_and_commands_the_parsers_accept(tmp_path, capsys):
+    save_dir = tmp_path / "demo"
+    save_tiny(save_dir, "pretrain", 1)
+    save_tiny(save_dir, "full_sft", 2)
+    data = tmp_path / "heldout.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "domain": d}, ensure_ascii=False) + "\n"
+                            for d, t in [("poetry", "白日依山尽，黄河入海流。"), ("kjv", "In the beginning.")]),
+                    encoding="utf-8")
+    assert demo_report.main(["--save_dir", str(save_dir), "--data_path", str(data), "--seconds", "90"]) == 0
+    out = capsys.readouterr().out
+    report = (save_dir / "report.md").read_text(encoding="utf-8")
+    assert report in out
+    assert "1.5 min" in report
+    for row in ("| poetry |", "| kjv |", "| all |", "full_sft_64.pth", "full_sft_64.json", "pretrain_64.pth"):
+        assert row in report
+    # every suggested command parses with the tool's own parser and points at the demo folder
+    parsers = {"eval_llm.py": eval_llm.build_parser(), "serve_openai_api.py": serve_openai_api.build_parser(),
+               "chat_openai_api.py": chat_openai_api.build_parser(), "convert_to_hf.py": convert_to_hf.build_parser(),
+               "train_dpo.py": train_dpo.get_parser()}
+    commands = [line.split("`")[1] for line in report.splitlines() if line.startswith("- ") and "`python " in line]
+    assert len(commands) >= 6 and {Path(shlex.split(c)[1]).name for c in commands} >= set(parsers)
+    for cmd in commands:
+        argv = shlex.split(cmd)
+        script = Path(argv[1]).name
+        assert (ROOT / argv[1]).is_file(), cmd
+        if script in parsers:
+            parsers[script].parse_args(argv[2:])
+        if "--save_dir" in argv:
+            assert argv[argv.index("--save_dir") + 1] == str(save_dir)
+
+
+def test_report_without_weights_says_run_the_demo(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        demo_report.main(["--save_dir", str(tmp_path / "nothing")])
+    assert e.value.code == 2
+    assert "bash scripts/demo.sh" in capsys.readouterr().err
+
+
+def test_missing_weight_lists_weights_elsewhere_with_flags(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_utils, "ROOT", tmp_path)
+    demo = save_tiny(tmp_path / "out" / "demo", "full_sft")
+    save_tiny(tmp_path / "out" / "demo", "pretrain")
+    msg = trainer_utils.missing_weight_message(tmp_path / "out" / "full_sft_512.pth", "train it with: X")
+    assert msg.startswith(f"weight file not found: {tmp_path / 'out' / 'full_sft_512.pth'}\n  train it with: X")
+    assert f"{demo.relative_to(tmp_path)}: --save_dir out/demo --hidden_size 64 --num_hidden_layers 2" in msg
+    assert "pretrain_64" not in msg  # only the stage asked for, when it exists somewhere
+    other = trainer_utils.missing_weight_message(tmp_path / "out" / "demo" / "dpo_64.pth")
+    assert "full_sft_64.pth" in other and "pretrain_64.pth" in other  # no dpo anywhere: the folder's weights
+
+
+def test_eval_llm_without_weights_points_at_the_demo_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(trainer_utils, "ROOT", tmp_path)
+    save_tiny(tmp_path / "out" / "demo", "full_sft")
+    with pytest.raises(SystemExit) as e:
+        eval_llm.main(["chat", "--save_dir", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "full_sft_512.pth" in err and "--save_dir out/demo" in err
+
+
+def test_tools_example_loads_and_matches_the_bundled_tool_data():
+    tools = chat_openai_api.load_tools(str(ROOT / "scripts" / "tools_example.json"))
+    names = {t["function"]["name"] for t in tools}
+    trained = set()
+    with open(ROOT / "dataset" / "demo" / "tool_call_demo.jsonl", encoding="utf-8") as f:
+        for line in f:
+            trained |= {fn["name"] for fn in json.loads(line)["conversations"][0].get("functions", [])}
+    assert names == trained and len(names) == 4
+    assert all(t["function"]["parameters"]["type"] == "object" for t in tools)
+
+
+@pytest.mark.slow
+def test_demo_script_runs_end_to_end_and_reports(tmp_path):
+    env = dict(ENV, DEMO_DIR=str(tmp_path / "out"), DEMO_CHECKPOINT_DIR=str(tmp_path / "ckpt"), SKIP_INSTALL="1",
+               PRETRAIN_STEPS="2", SFT_STEPS="2", PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for n in range(1, 5):
+        assert f"== [{n}/4]" in proc.stdout
+    assert "🤖: " in proc.stdout and "tokens/s]" in proc.stdout
+    assert "deprecated" not in proc.stdout + proc.stderr
+    for name in ("pretrain_256.pth", "full_sft_256.pth", "full_sft_256.json", "report.md"):
+        assert (tmp_path / "out" / name).is_file(), name
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "| all |" in report and f"eval_llm.py chat --save_dir {tmp_path / 'out'}" in report
