@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_dir", default="out/demo", help="权重目录 / folder with the demo's weights")
     p.add_argument("--weights", nargs="+", default=["pretrain", "full_sft"], help="要评测的阶段 / stages to score")
     p.add_argument("--data_path", default=HELDOUT, help="留出集 / held-out JSONL with 'text' and 'domain'")
-    p.add_argument("--max_chars", type=int, default=300, help="每条文本最多评测的字符数 / characters scored per text")
+    p.add_argument("--max_chars", type=int, default=200, help="每条文本最多评测的字符数 / characters scored per text")
     p.add_argument("--seconds", type=float, default=None, help="演示用时（秒），写进报告 / demo wall time to report")
     return p
 

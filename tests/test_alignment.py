@@ -123,7 +123,7 @@ def chain(tmp_path_factory):
     head("pretrain_demo.jsonl", 64, data / "pretrain.jsonl")
     head("sft_demo.jsonl", 32, data / "sft.jsonl")
     run("train_pretrain.py", "--data_path", data / "pretrain.jsonl", "--batch_size", 8, "--accumulation_steps", 1,
-        "--learning_rate", 3e-3, "--save_dir", out, "--checkpoint_dir", ckpt, in_process=False)
+        "--learning_rate", 3e-3, "--save_dir", out, "--checkpoint_dir", ckpt)
     run("train_full_sft.py", "--data_path", data / "sft.jsonl", "--batch_size", 8, "--max_steps", 4,
         "--learning_rate", 1e-3, "--save_dir", out, "--checkpoint_dir", ckpt)
     return out, ckpt, data

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import convert_model  # noqa: E402
+import eval_llm  # noqa: E402
+from conftest import run_main  # noqa: E402
 import convert_to_hf  # noqa: E402
 import export_gguf  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, apply_rope, precompute_rope  # noqa: E402
@@ -351,9 +353,8 @@ def test_eval_llm_answers_from_the_converted_folder(tmp_path):
     make_checkpoint(tmp_path / "out")
     out = tmp_path / "MiniMind2-hf"
     assert run(convert_model.main, ["to_hf", "--save_dir", tmp_path / "out", "--output_dir", out]) == 0
-    proc = subprocess.run([sys.executable, str(ROOT / "eval_llm.py"), "auto", "--load_from", str(out),
-                           "--max_new_tokens", "4", "--device", "cpu", "--seed", "0"],
-                          capture_output=True, text=True, encoding="utf-8", env=ENV, cwd=tmp_path, timeout=300)
+    proc = run_main(eval_llm.main, ["auto", "--load_from", out, "--max_new_tokens", 4, "--device", "cpu",
+                                    "--seed", 0])
     assert proc.returncode == 0, proc.stderr
     assert "transformers folder" in proc.stderr and proc.stdout.count("🤖: ") == 8
 

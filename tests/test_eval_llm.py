@@ -12,10 +12,13 @@ import pytest
 import torch
 
 import eval_llm
+from conftest import run_main
 from model.model_lora import apply_lora, save_lora
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "trainer"))
+import train_full_sft  # noqa: E402
 # One OpenMP thread: on a small shared CPU, two spinning threads make every decode step ~50x slower.
 ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
 SPEED = re.compile(r"\[\d+ tokens, [\d.]+ tokens/s\]")
@@ -23,6 +26,12 @@ SPEED = re.compile(r"\[\d+ tokens, [\d.]+ tokens/s\]")
 
 def run_eval(*args, stdin="", cwd=None):
     """eval_llm.py as a user runs it (from a foreign working directory, to check path handling)."""
+    if cwd is None:  # no working directory to prove: main(argv) in this process, stdin from the string
+        saved, sys.stdin = sys.stdin, io.StringIO(stdin)
+        try:
+            return run_main(eval_llm.main, args)
+        finally:
+            sys.stdin = saved
     return subprocess.run([sys.executable, str(ROOT / "eval_llm.py"), *map(str, args)], input=stdin,
                           capture_output=True, text=True, encoding="utf-8", env=ENV, cwd=cwd, timeout=300)
 
@@ -45,12 +54,11 @@ def trained(tmp_path_factory):
     rows = [{"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
             for q, a in CONVERSATIONS]
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "trainer" / "train_full_sft.py"), "--from_weight", "none", "--hidden_size", "64",
-         "--num_hidden_layers", "2", "--batch_size", "4", "--max_seq_len", "128", "--max_steps", "3",
-         "--save_dir", str(out), "--checkpoint_dir", str(base / "ckpt"), "--log_interval", "1",
-         "--save_interval", "100", "--learning_rate", "1e-3", "--device", "cpu", "--data_path", str(data)],
-        capture_output=True, text=True, env=ENV, timeout=300)
+    proc = run_main(train_full_sft.main, [
+        "--from_weight", "none", "--hidden_size", "64", "--num_hidden_layers", "2", "--batch_size", "4",
+        "--max_seq_len", "128", "--max_steps", "3", "--save_dir", out, "--checkpoint_dir", base / "ckpt",
+        "--log_interval", "1", "--save_interval", "100", "--learning_rate", "1e-3", "--device", "cpu",
+        "--data_path", data])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "full_sft_64.pth").is_file() and (out / "full_sft_64.json").is_file()
     return base, out
@@ -72,6 +80,7 @@ def test_auto_answers_every_prompt_with_sizes_from_the_sidecar(trained):
     proc = run_eval("auto", "--save_dir", out, "--max_new_tokens", 8, "--device", "cpu", "--seed", 0, cwd=base)
     assert proc.returncode == 0, proc.stderr
     assert "sizes from full_sft_64.json" in proc.stderr  # no --hidden_size was given
+    assert "deprecated" not in proc.stdout + proc.stderr  # transformers' notices never reach the user
     assert "hidden_size 64, 2 layers, dense" in proc.stderr
     for prompt in eval_llm.CHAT_PROMPTS:
         assert prompt in proc.stdout
@@ -85,7 +94,7 @@ def test_auto_answers_every_prompt_with_sizes_from_the_sidecar(trained):
 def test_chat_over_stdin_with_clear_and_exit(trained):
     base, out = trained
     proc = run_eval("chat", "--save_dir", out, "--max_new_tokens", 6, "--device", "cpu", "--historys", 2,
-                    stdin="你好\n\n/clear\nhello\n/exit\nnever read\n", cwd=base)
+                    stdin="你好\n\n/clear\nhello\n/exit\nnever read\n")
     assert proc.returncode == 0, proc.stderr
     assert answers(proc.stdout) == 2  # the empty line is ignored, nothing after /exit is answered
     assert "history cleared" in proc.stdout
@@ -94,7 +103,7 @@ def test_chat_over_stdin_with_clear_and_exit(trained):
 
 def test_chat_ends_cleanly_on_eof(trained):
     base, out = trained
-    proc = run_eval("chat", "--save_dir", out, "--device", "cpu", stdin="", cwd=base)
+    proc = run_eval("chat", "--save_dir", out, "--device", "cpu", stdin="")
     assert proc.returncode == 0, proc.stderr
     assert answers(proc.stdout) == 0 and "Traceback" not in proc.stderr
 
@@ -109,7 +118,7 @@ def test_last_line_without_newline_is_answered_before_eof(trained, monkeypatch, 
 
 
 def test_missing_weight_names_the_file_and_the_command(tmp_path):
-    proc = run_eval("--save_dir", tmp_path / "empty", "--weight", "pretrain", "--device", "cpu", cwd=tmp_path)
+    proc = run_eval("--save_dir", tmp_path / "empty", "--weight", "pretrain", "--device", "cpu")
     assert proc.returncode == 2
     assert str(tmp_path / "empty" / "pretrain_512.pth") in proc.stderr
     assert "python trainer/train_pretrain.py" in proc.stderr
@@ -121,7 +130,7 @@ def test_load_from_a_save_pretrained_folder(trained, tmp_path):
     model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                                max_position_embeddings=256))
     model.save_pretrained(tmp_path / "hf")
-    proc = run_eval("auto", "--load_from", tmp_path / "hf", "--max_new_tokens", 4, "--device", "cpu", cwd=tmp_path)
+    proc = run_eval("auto", "--load_from", tmp_path / "hf", "--max_new_tokens", 4, "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert "transformers folder" in proc.stderr
     assert answers(proc.stdout) == len(eval_llm.CHAT_PROMPTS)

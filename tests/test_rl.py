@@ -1,5 +1,6 @@
 """RL stages (PPO, GRPO, SPO): estimators against hand computations, rollouts, rewards, the scripts end to end,
 resume, a CPU learning run, and the errors a user can fix."""
+import importlib
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import train_grpo  # noqa: E402
 import train_ppo  # noqa: E402
 import train_spo  # noqa: E402
 import trainer_utils  # noqa: E402
+from conftest import run_main  # noqa: E402
 
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 
@@ -87,10 +89,15 @@ def reward_model_dir(tmp_path_factory):
     return folder
 
 
-def run_script(name, *args, check=True):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "trainer" / name), *TINY, *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=300)
+def run_script(name, *args, check=True, in_process=True):
+    """A stage with the tiny flags: main(argv) in this process, or as a real subprocess."""
+    argv = [*TINY, *map(str, args)]
+    if in_process:
+        proc = run_main(importlib.import_module(Path(name).stem).main, argv)
+    else:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        proc = subprocess.run([sys.executable, str(ROOT / "trainer" / name), *argv], cwd=ROOT,
+                              capture_output=True, text=True, env=env, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -316,7 +323,8 @@ def test_grpo_script_on_the_bundled_prompts(warm, tmp_path):
     """The bundled demo prompts, default reward (rule + format), default start (reason), G samples."""
     proc = run_script("train_grpo.py", "--data_path", "dataset/demo/rlaif_demo.jsonl", "--save_dir", warm.out,
                       "--checkpoint_dir", tmp_path, "--max_steps", 2,
-                      "--num_generations", 4, "--num_iterations", 2, "--max_gen_len", 6, "--learning_rate", 1e-3)
+                      "--num_generations", 4, "--num_iterations", 2, "--max_gen_len", 6, "--learning_rate", 1e-3,
+                      in_process=False)  # the script entry point itself
     assert "rlaif_demo.jsonl" in proc.stdout and f"loaded {warm.out / 'reason_64.pth'}" in proc.stdout
     assert "reward: rule + format" in proc.stdout
     for key in ("reward", "reward_std", "reward_rule", "reward_format", "kl", "clip_frac", "resp_len", "tokens/s"):
@@ -411,6 +419,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["train_ppo", "train_spo"])
 def test_two_processes_keep_critic_and_tracker_in_step(stage, warm, tmp_path):
     """torchrun with 2 CPU processes: each rank samples its own prompts, yet the critic (DDP-wrapped) and the SPO

@@ -554,6 +554,7 @@ def test_run_train_npu_bad_input(args, env, words):
     assert_refused(run_script(RUN_TRAIN, *args, env=clean_env(**env)), *words)
 
 
+@pytest.mark.slow
 def test_run_train_npu_launches_torchrun_for_real(tmp_path):
     """Two CPU processes (gloo) through the script's torchrun command: both ranks train, rank 0 saves."""
     data = tmp_path / "p.jsonl"
@@ -701,6 +702,7 @@ def test_vllm_stage_reports_a_server_that_dies(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- end to end
 
+@pytest.mark.slow
 def test_demo_preset_runs_end_to_end_on_cpu(tmp_path):
     """The real demo preset, shrunk through its own knobs (width 64, 2 optimizer steps per stage)."""
     out, ckpt = tmp_path / "out", tmp_path / "ckpt"
