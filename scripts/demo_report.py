@@ -105,6 +105,10 @@ def next_commands(save_dir: str) -> list:
     ]
 
 
+def human_size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
+
+
 def render(rows: dict, before: dict, stages: list, files: list, cfg: dict, save_dir: str, seconds) -> str:
     domains = sorted(k for k in before if k != "all") + ["all"]
     took = f"，用时 {seconds / 60:.1f} 分钟 / took {seconds / 60:.1f} min" if seconds else ""
@@ -120,7 +124,7 @@ def render(rows: dict, before: dict, stages: list, files: list, cfg: dict, save_
     lines += ["", f"{last}: {before['all']:.2f} -> {rows[last]['all']:.2f} bits/char "
                   f"({'learned / 学到了' if rows[last]['all'] < before['all'] - 0.5 else 'NOT learned / 没学到'})",
               "", "## 文件 / files", ""]
-    lines += [f"- `{display_path(f)}` ({f.stat().st_size / 1e6:.1f} MB)" for f in files]
+    lines += [f"- `{display_path(f)}` ({human_size(f.stat().st_size)})" for f in files]
     lines += ["", "## 下一步 / next commands", ""]
     for what, cmd in next_commands(save_dir):
         lines.append(f"- {what}: `{cmd.format(h=cfg['hidden_size'], l=cfg['num_hidden_layers'])}`")
