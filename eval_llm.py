@@ -11,18 +11,13 @@ several sizes of one stage. All decoding goes through the shared `model.engine.E
 """
 import argparse
 import os
-import re
 import sys
 import time
-from pathlib import Path
 
-import torch
-
+from model.chat_protocol import IncrementalDecoder, read_questions
+from model.checkpoint import info, is_native, load_model
 from model.engine import Engine, SamplingParams
-from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters
-from scripts.chat_protocol import read_questions
-from trainer.trainer_utils import (UserError, stage_script, init_distributed_mode, load_tokenizer, load_weights,
-                                   read_sidecar, repo_path, sidecar_path, user_errors, weight_path, weight_stem)
+from model.runtime import UserError, user_errors
 
 # Chat prompts: general knowledge, code, English, and a small word problem that a `reason` model answers in its
 # <think>/<answer> format.
@@ -84,190 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def info(msg: str) -> None:
-    """Status lines go to stderr, so `python eval_llm.py auto > answers.txt` keeps only the answers."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------------------------------------ finding the weights
-
-def weight_candidates(save_dir, stage: str) -> list:
-    """(hidden_size, use_moe) of every `{stage}_{hidden}[_moe].pth` or `.json` in save_dir, sorted."""
-    pattern = re.compile(rf"^{re.escape(stage)}_(\d+)(_moe)?\.(pth|json)$")
-    folder = repo_path(save_dir)
-    found = set()
-    if folder.is_dir():
-        for f in folder.iterdir():
-            m = pattern.match(f.name)
-            if m:
-                found.add((int(m.group(1)), int(bool(m.group(2)))))
-    return sorted(found)
-
-
-def sizes_from_state_dict(path: Path) -> dict:
-    """Width, depth and MoE read off a sidecar-less .pth (e.g. one downloaded from MiniMind's releases)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # a truncated or foreign file
-        raise UserError(f"cannot read weight file {path}: {e}") from None
-    if "model.embed_tokens.weight" not in state:
-        raise UserError(f"{path} is not a MiniMind state_dict (no model.embed_tokens.weight)")
-    layers = {int(m.group(1)) for k in state for m in [re.match(r"model\.layers\.(\d+)\.", k)] if m}
-    return {"hidden_size": state["model.embed_tokens.weight"].shape[1], "num_hidden_layers": len(layers),
-            "use_moe": any(".mlp.experts." in k for k in state)}
-
-
-def train_command(stage: str, cfg: dict, save_dir) -> str:
-    """The command that writes this weight file, with the flags that differ from the trainer's defaults."""
-    script = stage_script(stage)
-    cmd = f"python trainer/train_{script}.py"
-    if script != stage:
-        cmd += f" --save_weight {stage}"
-    if cfg.get("hidden_size", 512) != 512:
-        cmd += f" --hidden_size {cfg['hidden_size']}"
-    if cfg.get("num_hidden_layers", 8) != 8:
-        cmd += f" --num_hidden_layers {cfg['num_hidden_layers']}"
-    if cfg.get("use_moe"):
-        cmd += " --use_moe 1"
-    if str(save_dir) != "out":
-        cmd += f" --save_dir {save_dir}"
-    return cmd
-
-
-def resolve_weight(args) -> tuple:
-    """(weight path, MiniMindConfig kwargs, where the sizes came from) for the native .pth route.
-
-    Sizes: command-line flags win, then the sidecar, then the tensor shapes of a sidecar-less file, then
-    MiniMind2-Small's 512/8/dense.
-    """
-    hidden, moe = args.hidden_size, args.use_moe
-    candidates = [c for c in weight_candidates(args.save_dir, args.weight) if moe is None or c[1] == moe]
-    if hidden is None:
-        if len(candidates) > 1:
-            names = ", ".join(weight_stem(args.weight, h, m) + ".pth" for h, m in candidates)
-            raise UserError(f"{repo_path(args.save_dir)} holds several '{args.weight}' weights ({names}); "
-                            f"choose one with --hidden_size (and --use_moe)")
-        hidden, moe = candidates[0] if candidates else (512, moe or 0)
-    elif moe is None:  # width given: take the dense file unless only a MoE one of that width exists
-        moe = int([m for h, m in candidates if h == hidden] == [1])
-    path = weight_path(args.save_dir, args.weight, hidden, moe)
-
-    try:
-        sidecar = read_sidecar(path)
-    except ValueError as e:
-        raise UserError(f"cannot read sidecar {sidecar_path(path)}: {e}") from None
-    if sidecar is not None:
-        cfg, source = dict(sidecar["model_config"]), f"sizes from {sidecar_path(path).name}"
-    elif path.is_file():
-        cfg, source = sizes_from_state_dict(path), "no sidecar: sizes read from the tensor shapes"
-    else:
-        cfg, source = {"num_hidden_layers": 8}, "no weight file or sidecar: assuming MiniMind2-Small 512/8/dense"
-    cfg.update(hidden_size=hidden, use_moe=bool(moe))
-    if args.num_hidden_layers is not None:
-        cfg["num_hidden_layers"] = args.num_hidden_layers
-    return path, cfg, source
-
-
-# ------------------------------------------------------------------------------------------------------------ loading
-
-def lora_dir(args, config) -> Path:
-    """A folder path as given, else {save_dir}/lora/{name}_{hidden}[_moe] (MiniMind's naming)."""
-    given = repo_path(args.lora_weight)
-    if given.is_dir():
-        return given
-    stem = weight_stem(args.lora_weight, config.hidden_size, getattr(config, "use_moe", False))
-    return repo_path(args.save_dir) / "lora" / stem
-
-
-def load_hf_folder(args):
-    from transformers import AutoConfig, AutoModelForCausalLM
-    folder = repo_path(args.load_from)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"--load_from {args.load_from}: no config.json in {folder}; "
-                        f"pass a folder written by save_pretrained (or leave --load_from out to use a .pth)")
-    remote = bool(args.trust_remote_code)
-    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=remote)
-    if args.inference_rope_scaling:
-        if isinstance(config, MiniMindConfig):
-            config.inference_rope_scaling = True
-        else:
-            info(f"--inference_rope_scaling ignored: {type(config).__name__} is not a MiniMind config")
-    model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, trust_remote_code=remote,
-                                                 dtype=torch.float32)
-    if not isinstance(model, MiniMindForCausalLM):
-        # Engine decodes with MiniMind's StaticKVCache, which only MiniMind's own attention understands.
-        hint = " (drop --trust_remote_code so this repo's MiniMind class is used)" if remote else ""
-        raise UserError(f"--load_from {folder}: got {type(model).__name__}; the shared Engine decodes "
-                        f"MiniMindForCausalLM models only{hint}")
-    has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file()
-    if has_tokenizer:
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=remote)
-    else:
-        tokenizer = load_tokenizer()
-    info(f"model: {folder} (transformers folder, tokenizer from {folder if has_tokenizer else 'model/'})")
-    return model, tokenizer
-
-
-def load_native(args):
-    path, cfg, source = resolve_weight(args)
-    cfg["inference_rope_scaling"] = bool(args.inference_rope_scaling)
-    model = MiniMindForCausalLM(MiniMindConfig(**cfg))
-    load_weights(model, path, hint=f"train it with: {train_command(args.weight, cfg, args.save_dir)}")
-    c = model.config
-    info(f"model: {path} (hidden_size {c.hidden_size}, {c.num_hidden_layers} layers, "
-         f"{'MoE' if c.use_moe else 'dense'}{', YaRN x16' if c.inference_rope_scaling else ''}; {source})")
-    return model, load_tokenizer()
-
-
-def is_native(args) -> bool:
-    """No --load_from, or MiniMind's default spelling `--load_from model`: the .pth route."""
-    return args.load_from in (None, "", "model")
-
-
-def load_model(args):
-    """Model in eval mode on the detected device (bf16 CUDA, fp16 NPU, fp32 otherwise), LoRA merged; tokenizer."""
-    ctx = init_distributed_mode(args.device)
-    model, tokenizer = load_native(args) if is_native(args) else load_hf_folder(args)
-    if args.lora_weight and args.lora_weight.lower() != "none":
-        from model.model_lora import load_lora, merge_lora
-        folder = lora_dir(args, model.config)
-        model = merge_lora(load_lora(model, folder))  # merged in fp32, before the cast to half precision
-        info(f"lora: merged {folder}")
-    model = model.to(ctx.device, ctx.dtype).eval()
-    info(f"{count_parameters(model) / 1e6:.2f}M parameters on {ctx.device} ({str(ctx.dtype).replace('torch.', '')})")
-    return model, tokenizer
-
-
 # -------------------------------------------------------------------------------------------------------- streaming
-
-class IncrementalDecoder:
-    """Text of a growing list of ids, released only in whole characters.
-
-    A Chinese character is 3 UTF-8 bytes and an emoji 4, and byte-level BPE can split them across tokens; a
-    partial character decodes to U+FFFD. So each step decodes the whole list and returns only the new suffix,
-    holding everything back while the text ends in U+FFFD.
-    """
-
-    def __init__(self, tokenizer):
-        self.tokenizer, self.ids, self.emitted = tokenizer, [], ""
-
-    def _text(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
-
-    def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        text = self._text()
-        if text.endswith("\ufffd"):
-            return ""
-        new, self.emitted = text[len(self.emitted):], text
-        return new
-
-    def flush(self) -> str:
-        """Whatever is held back (at the end of a reply, invalid bytes are shown as U+FFFD)."""
-        text = self._text()
-        new, self.emitted = text[len(self.emitted):], text
-        return new
 
 
 class ReplyPrinter:

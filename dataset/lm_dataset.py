@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from model.runtime import UserError
 import torch
 from torch.utils.data import Dataset
 
@@ -126,7 +128,7 @@ class JsonlFile:
             self._drop_bad_lines()
         if len(self.offsets) == 0:
             what = "no valid records" if self.skipped_lines else "no records (it is empty or all blank lines)"
-            raise ValueError(f"{self.path} has {what}. {WHERE_TO_GET_DATA}")
+            raise UserError(f"{self.path} has {what}. {WHERE_TO_GET_DATA}")
         self._file = None
         self._pid = None
 
@@ -138,9 +140,10 @@ class JsonlFile:
         try:
             return self._parse_line(self._read_line(offset), offset)
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, RecordError
-            raise ValueError(
+            raise UserError(
                 f"{self.path}:{self.line_number(offset)}: {exc}. "
-                "Fix or delete that line, or load the file with skip_bad_lines=True."
+                "Fix or delete that line, or skip malformed lines with --skip_bad_lines 1 "
+                "(skip_bad_lines=True in Python)."
             ) from None
 
     def __getstate__(self):
@@ -366,7 +369,7 @@ class PretrainDataset(Dataset):
         self.reader = JsonlFile(data_path, parse_text_record, skip_bad_lines)
         self.stream = self._tokenize_all() if packing else None
         if packing and len(self) == 0:
-            raise ValueError(
+            raise UserError(
                 f"{data_path} holds {len(self.stream)} tokens, fewer than one packed row of "
                 f"max_length={max_length}. Use more data or packing=False."
             )
@@ -411,7 +414,7 @@ class PretrainDataset(Dataset):
 def _special_ids(tokenizer) -> tuple[int, int, int]:
     ids = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     if None in ids:
-        raise ValueError("the tokenizer must define bos, eos and pad tokens "
+        raise UserError("the tokenizer must define bos, eos and pad tokens "
                          "(see model/tokenizer_config.json)")
     return ids
 
@@ -456,7 +459,7 @@ class _ChatDataset(Dataset):
         self.header_ids = [self.bos_id] + self._encode("assistant")
         newline = self._encode("\n")
         if len(newline) != 1:
-            raise ValueError("the tokenizer must encode '\\n' as a single token")
+            raise UserError("the tokenizer must encode '\\n' as a single token")
         self.newline_id = newline[0]
         self.reader = JsonlFile(data_path, parse, skip_bad_lines)
         self.rows_without_labels = 0  # per process: DataLoader workers count separately
@@ -647,6 +650,6 @@ class RLAIFDataset(_ChatDataset):
                 lo = mid
         return best
 
-    def _line_error(self, index: int, problem: str) -> ValueError:
+    def _line_error(self, index: int, problem: str) -> UserError:
         line = self.reader.line_number(int(self.reader.offsets[index]))
-        return ValueError(f"{self.reader.path}:{line}: {problem}")
+        return UserError(f"{self.reader.path}:{line}: {problem}")

@@ -7,6 +7,11 @@ Measures, on the present device (or --device):
 
     python scripts/bench_model.py --preset small --device cuda
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import json
 import sys
@@ -15,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.engine import Engine, SamplingParams  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters  # noqa: E402
 

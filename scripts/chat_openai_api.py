@@ -11,15 +11,19 @@ line skips it); the result goes back to the model, which then answers. /clear fo
 
 It needs only the `openai` package (no torch), so it also runs on a machine that merely talks to a remote server.
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from chat_protocol import ReplyParser, read_questions  # noqa: E402
+from model.chat_protocol import ReplyParser, read_questions  # noqa: E402
 
 DIM, RESET = "\033[2m", "\033[0m"
 

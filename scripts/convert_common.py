@@ -2,27 +2,24 @@
 the tokenizer and generation files, and the logit comparison that proves a converted model equals the native one.
 
 `convert_model.py` (MiniMind's own transformers format) and `convert_to_hf.py` (Llama / Qwen2-MoE for vLLM,
-llama.cpp and plain transformers) import this module; scripts/ is on sys.path when they run.
+llama.cpp and plain transformers) import this module as scripts.convert_common.
 """
 import argparse
 import json
 import os
 import shutil
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from eval_llm import resolve_weight, sizes_from_state_dict, train_command  # noqa: E402
+from model.checkpoint import (TOKENIZER_DIR, load_weights, missing_weight_message, read_sidecar,  # noqa: E402
+                              resolve_weight, sidecar_path, sizes_from_state_dict, train_command)
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
-from trainer.trainer_utils import (TOKENIZER_DIR, UserError, load_weights, missing_weight_message,  # noqa: E402
-                                   read_sidecar, repo_path, sidecar_path)
+from model.runtime import UserError, repo_path  # noqa: E402
 
 # Files of model/ that make up the tokenizer; the chat template lives inside tokenizer_config.json, which every
 # transformers version (and vLLM, which reads it through AutoTokenizer) understands.

@@ -10,20 +10,24 @@ unchanged, lm_head left out because it is tied), the tokenizer and generation_co
 trainers fine-tune with `--from_weight`. The round trip .pth -> folder -> .pth is bit-identical.
 For vLLM / llama.cpp, which do not run remote code, use scripts/convert_to_hf.py.
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from convert_common import (add_checkpoint_args, atomic_output_dir, check_output_dir, copy_tokenizer,  # noqa: E402
+from scripts.convert_common import (add_checkpoint_args, atomic_output_dir, check_output_dir, copy_tokenizer,  # noqa: E402
                             describe, load_checkpoint, output_dir, save_safetensors, write_generation_config)
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
-from trainer.trainer_utils import (ROOT, UserError, repo_path, save_weights, user_errors,  # noqa: E402
-                                   weight_path)
+from model.checkpoint import save_weights, weight_path  # noqa: E402
+from model.runtime import ROOT, UserError, repo_path, user_errors  # noqa: E402
 
 MODEL_FILE = ROOT / "model" / "model_minimind.py"
 AUTO_MAP = {"AutoConfig": "model_minimind.MiniMindConfig", "AutoModelForCausalLM": "model_minimind.MiniMindForCausalLM"}

@@ -11,19 +11,23 @@ through Qwen2-MoE's sigmoid gate set to zero (sigmoid(0) = 0.5, so down_proj is 
 point). Every export is checked before it is put in place: the folder is loaded with plain transformers and its
 fp32 logits must match the native model's.
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from convert_common import (VERIFY_TOLERANCE, add_checkpoint_args, atomic_output_dir, check_output_dir,  # noqa: E402
+from scripts.convert_common import (VERIFY_TOLERANCE, add_checkpoint_args, atomic_output_dir, check_output_dir,  # noqa: E402
                             copy_tokenizer, describe, load_checkpoint, max_logit_diff, native_in_dtype,
                             output_dir, probe_ids, save_safetensors, write_generation_config, write_json)
 from model.model_minimind import rope_inv_freq  # noqa: E402
-from trainer.trainer_utils import DTYPES, UserError, user_errors  # noqa: E402
+from model.runtime import DTYPES, UserError, user_errors  # noqa: E402
 
 DEFAULT_OUTPUT = {False: "out/minimind-hf", True: "out/minimind-moe-hf"}
 
@@ -190,7 +194,7 @@ def convert(args) -> Path:
               f"model {result['max_logit_diff']:.2e} (fp32, 2x48 probe tokens), RoPE relative difference "
               f"{result['rope_rel_diff']:.1e}", flush=True)
         if args.gguf:
-            from export_gguf import gguf_file_name, ollama_modelfile, write_gguf
+            from scripts.export_gguf import gguf_file_name, ollama_modelfile, write_gguf
             gguf_path = tmp / gguf_file_name(dtype)
             write_gguf(model, gguf_path, dtype)
             (tmp / "Modelfile").write_text(ollama_modelfile(gguf_path.name), encoding="utf-8")

@@ -9,6 +9,11 @@ number does not depend on the tokenizer. An untrained model of the same size is 
 log2(6400) = 12.6 bits per token spread over the text's characters). The report is printed and also written to
 {save_dir}/report.md.
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import json
 import math
@@ -17,14 +22,12 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from eval_llm import resolve_weight  # noqa: E402
+from model.checkpoint import atomic_write_text, load_tokenizer, load_weights, resolve_weight  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters  # noqa: E402
-from trainer.trainer_utils import (UserError, atomic_write_text, display_path, load_tokenizer, load_weights,  # noqa: E402
-                                   repo_path, user_errors)
+from model.runtime import UserError, display_path, repo_path, user_errors  # noqa: E402
 
 HELDOUT = "dataset/demo/eval_heldout.jsonl"
 

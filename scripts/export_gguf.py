@@ -11,7 +11,7 @@ import json
 import numpy as np
 import torch
 
-from convert_common import TOKENIZER_DIR, UserError
+from scripts.convert_common import TOKENIZER_DIR, UserError
 
 # tokenizer.json's added tokens marked special are control tokens (never produced from plain text); the others
 # (<think>, <tool_call>, ...) are user-defined: matched as whole tokens in text, as the HF tokenizer does.

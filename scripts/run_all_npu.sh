@@ -687,11 +687,11 @@ check_trainer_flags() {
     "$PY" - "$PROJECT_DIR" "${args[@]}" << 'EOF' || exit 2
 import importlib, sys
 root, argv = sys.argv[1], sys.argv[2:]
-sys.path[:0] = [root + "/trainer", root]
+sys.path[:0] = [root]
 while argv:
     stage, n = argv[0], int(argv[1])
     flags, argv = argv[2:2 + n], argv[2 + n:]
-    module = importlib.import_module(f"train_{stage}")
+    module = importlib.import_module(f"trainer.train_{stage}")
     if hasattr(module, "get_parser"):
         parser = module.get_parser()
     else:  # train_tokenizer builds its parser inside parse_args

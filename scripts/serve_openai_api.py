@@ -14,6 +14,11 @@ turns tokens into whole characters, cuts at `stop` strings and splits `<think>` 
 (scripts/chat_protocol.py). A request whose client disconnects is flagged and the worker stops decoding it at the
 next step; a batch whose requests are all gone ends at once. Requests arriving while a batch decodes wait for it.
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import asyncio
 import collections
@@ -32,9 +37,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Union
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(ROOT / "scripts")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
@@ -42,7 +44,7 @@ from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, field_validator  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
-from chat_protocol import (END_TOOL_CALL, TOOL_CALL, ReplyParser, StopMatcher, new_tool_call_id,  # noqa: E402
+from model.chat_protocol import (END_TOOL_CALL, TOOL_CALL, ReplyParser, StopMatcher, new_tool_call_id,  # noqa: E402
                            trained_context_len)
 
 log = logging.getLogger("minimind.serve")
@@ -472,7 +474,7 @@ class ChoiceText:
     """One choice's tokens -> whole characters -> cut at stop strings -> reasoning / content / tool-call events."""
 
     def __init__(self, tokenizer, stops: List[str], parse_tools: bool, prefill: str, parallel_tool_calls: bool = True):
-        from eval_llm import IncrementalDecoder
+        from model.chat_protocol import IncrementalDecoder
         self.decoder = IncrementalDecoder(tokenizer)
         self.stop = StopMatcher(stops)
         self.parser = ReplyParser(parse_tools)
@@ -858,7 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    from trainer.trainer_utils import UserError
+    from model.runtime import UserError
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -875,8 +877,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def main(argv=None) -> int:
     import uvicorn
-    from eval_llm import load_model
-    from trainer.trainer_utils import UserError, user_errors
+    from model.checkpoint import load_model
+    from model.runtime import UserError, user_errors
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",

@@ -9,19 +9,21 @@ History length, temperature, top_p and max tokens are sidebar settings. Answers 
 <think> part is shown in a collapsed section above the answer. Text is rendered as Markdown with HTML escaped
 (Streamlit's default): what the user or the model writes is never interpreted as HTML.
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(ROOT / "scripts")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 import streamlit as st  # noqa: E402
 
-from chat_protocol import ReplyParser, trained_context_len  # noqa: E402
+from model.chat_protocol import ReplyParser, trained_context_len  # noqa: E402
 
 LOCAL, API = "本地权重 / local weights", "OpenAI 兼容 API / API"
 NATIVE = re.compile(r"^(?P<stage>.+)_(?P<hidden>\d+)(?P<moe>_moe)?\.pth$")
@@ -60,7 +62,7 @@ def load_args(folder: Path, label: str, lora: str) -> argparse.Namespace:
 @st.cache_resource(show_spinner="加载模型 / loading the model…", max_entries=2)
 def load_local(folder: str, label: str, lora: str):
     """(Engine, tokenizer) for a dropdown entry; cached across reruns and sessions."""
-    from eval_llm import load_model
+    from model.checkpoint import load_model
     from model.engine import Engine
     model, tokenizer = load_model(load_args(Path(folder), label, lora))
     return Engine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0), tokenizer
@@ -68,7 +70,7 @@ def load_local(folder: str, label: str, lora: str):
 
 def stream_local(engine, tokenizer, messages: list, settings: dict):
     """Text pieces of the reply, in whole characters, from the shared Engine."""
-    from eval_llm import IncrementalDecoder
+    from model.chat_protocol import IncrementalDecoder
     from model.engine import SamplingParams
     limit = trained_context_len(engine.model.config)
     history, question = messages[:-1], messages[-1:]

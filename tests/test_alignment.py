@@ -13,12 +13,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "trainer"))
 import eval_llm  # noqa: E402
-import train_distillation  # noqa: E402
-import train_dpo  # noqa: E402
-import train_reason  # noqa: E402
-import trainer_utils  # noqa: E402
+from trainer import train_distillation  # noqa: E402
+from trainer import train_dpo  # noqa: E402
+from trainer import train_reason  # noqa: E402
+from trainer import trainer_utils  # noqa: E402
 from conftest import run_main  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 
@@ -39,7 +38,7 @@ def run(script, *args, check=True, in_process=True):
     path = ROOT / script if is_eval else ROOT / "trainer" / script
     argv = [*([] if is_eval else TINY), *map(str, args)]
     if in_process:
-        module = eval_llm if is_eval else importlib.import_module(path.stem)
+        module = eval_llm if is_eval else importlib.import_module(f"trainer.{path.stem}")
         proc = run_main(module.main, argv)
     else:
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
@@ -240,7 +239,7 @@ def test_teacher_of_the_wrong_size_is_named(chain, tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["train_dpo", "train_lora", "train_reason", "train_distillation"])
 def test_missing_from_weight_says_which_file_and_command(name, tmp_path, capsys):
-    module = __import__(name)
+    module = importlib.import_module(f"trainer.{name}")
     code, err = run_inline(module, "--from_weight", "nosuch", "--save_dir", tmp_path, "--checkpoint_dir", tmp_path,
                            capsys=capsys)
     assert code == 2 and "nosuch_64.pth" in err and "python trainer/train_nosuch.py" in err, err

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from corpus import derive as D  # noqa: E402
-from corpus import text as T  # noqa: E402
-from corpus.build import chunk_docs, pack_short, take_chars  # noqa: E402
-from corpus.sources import char_meanings, poem_text, rst_to_text  # noqa: E402
+from scripts.corpus import derive as D  # noqa: E402
+from scripts.corpus import text as T  # noqa: E402
+from scripts.corpus.build import chunk_docs, pack_short, take_chars  # noqa: E402
+from scripts.corpus.sources import char_meanings, poem_text, rst_to_text  # noqa: E402
 
 DEMO = ROOT / "dataset" / "demo"
 TRAINING_FILES = ["pretrain_demo", "sft_demo", "dpo_demo", "rlaif_demo", "r1_demo", "lora_identity_demo", "tool_call_demo"]

@@ -13,13 +13,12 @@ import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import convert_model  # noqa: E402
+from scripts import convert_model  # noqa: E402
 import eval_llm  # noqa: E402
 from conftest import run_main  # noqa: E402
-import convert_to_hf  # noqa: E402
-import export_gguf  # noqa: E402
+from scripts import convert_to_hf  # noqa: E402
+from scripts import export_gguf  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, apply_rope, precompute_rope  # noqa: E402
 from trainer.trainer_utils import load_tokenizer, save_weights, weight_path  # noqa: E402
 

@@ -14,15 +14,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "trainer"))
-import chat_openai_api  # noqa: E402
-import convert_to_hf  # noqa: E402
-import demo_report  # noqa: E402
-import train_dpo  # noqa: E402
+from scripts import chat_openai_api  # noqa: E402
+from scripts import convert_to_hf  # noqa: E402
+from scripts import demo_report  # noqa: E402
+from trainer import train_dpo  # noqa: E402
 import eval_llm  # noqa: E402
-import serve_openai_api  # noqa: E402
+from scripts import serve_openai_api  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
+from model import checkpoint, runtime  # noqa: E402
 from trainer import trainer_utils  # noqa: E402
 
 TINY = dict(hidden_size=64, num_hidden_layers=2)
@@ -108,19 +107,21 @@ def test_report_without_weights_says_run_the_demo(tmp_path, capsys):
 
 
 def test_missing_weight_lists_weights_elsewhere_with_flags(tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer_utils, "ROOT", tmp_path)
+    monkeypatch.setattr(checkpoint, "ROOT", tmp_path)
+    monkeypatch.setattr(runtime, "ROOT", tmp_path)
     demo = save_tiny(tmp_path / "out" / "demo", "full_sft")
     save_tiny(tmp_path / "out" / "demo", "pretrain")
-    msg = trainer_utils.missing_weight_message(tmp_path / "out" / "full_sft_512.pth", "train it with: X")
+    msg = checkpoint.missing_weight_message(tmp_path / "out" / "full_sft_512.pth", "train it with: X")
     assert msg.startswith(f"weight file not found: {tmp_path / 'out' / 'full_sft_512.pth'}\n  train it with: X")
     assert f"{demo.relative_to(tmp_path)}: --save_dir out/demo --hidden_size 64 --num_hidden_layers 2" in msg
     assert "pretrain_64" not in msg  # only the stage asked for, when it exists somewhere
-    other = trainer_utils.missing_weight_message(tmp_path / "out" / "demo" / "dpo_64.pth")
+    other = checkpoint.missing_weight_message(tmp_path / "out" / "demo" / "dpo_64.pth")
     assert "full_sft_64.pth" in other and "pretrain_64.pth" in other  # no dpo anywhere: the folder's weights
 
 
 def test_eval_llm_without_weights_points_at_the_demo_folder(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(trainer_utils, "ROOT", tmp_path)
+    monkeypatch.setattr(checkpoint, "ROOT", tmp_path)
+    monkeypatch.setattr(runtime, "ROOT", tmp_path)
     save_tiny(tmp_path / "out" / "demo", "full_sft")
     with pytest.raises(SystemExit) as e:
         eval_llm.main(["chat", "--save_dir", str(tmp_path / "out"), "--device", "cpu"])

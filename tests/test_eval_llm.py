@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from model import checkpoint
 import eval_llm
 from conftest import run_main
 from model.model_lora import apply_lora, save_lora
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "trainer"))
-import train_full_sft  # noqa: E402
+from trainer import train_full_sft  # noqa: E402
 # One OpenMP thread: on a small shared CPU, two spinning threads make every decode step ~50x slower.
 ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
 SPEED = re.compile(r"\[\d+ tokens, [\d.]+ tokens/s\]")
@@ -154,7 +154,7 @@ def test_lora_adapter_is_loaded_and_merged(trained, capsys):
 
     args = eval_llm.build_parser().parse_args(["--save_dir", str(out), "--lora_weight", "lora_identity",
                                                "--device", "cpu"])
-    merged, _ = eval_llm.load_model(args)
+    merged, _ = checkpoint.load_model(args)
     assert isinstance(merged, MiniMindForCausalLM) and not merged.training
     q_merged = merged.model.layers[0].self_attn.q_proj.weight
     q_base = tiny_from(out).model.layers[0].self_attn.q_proj.weight
@@ -181,19 +181,19 @@ def test_several_sizes_ask_for_hidden_size(trained, tmp_path):
     for name in ("full_sft_64.pth", "full_sft_128.pth", "full_sft_640_moe.pth"):  # content irrelevant here
         shutil.copy(out / "full_sft_64.pth", tmp_path / name)
     with pytest.raises(eval_llm.UserError, match=r"full_sft_64\.pth, full_sft_128\.pth, full_sft_640_moe\.pth"):
-        eval_llm.resolve_weight(args_for("--save_dir", tmp_path))
-    path, cfg, source = eval_llm.resolve_weight(args_for("--save_dir", tmp_path, "--hidden_size", 64))
+        checkpoint.resolve_weight(args_for("--save_dir", tmp_path))
+    path, cfg, source = checkpoint.resolve_weight(args_for("--save_dir", tmp_path, "--hidden_size", 64))
     assert path == tmp_path / "full_sft_64.pth" and "full_sft_64.json" in source
-    path, _, _ = eval_llm.resolve_weight(args_for("--save_dir", tmp_path, "--hidden_size", 640))
+    path, _, _ = checkpoint.resolve_weight(args_for("--save_dir", tmp_path, "--hidden_size", 640))
     assert path.name == "full_sft_640_moe.pth"  # the only 640 file is MoE
-    path, _, _ = eval_llm.resolve_weight(args_for("--save_dir", tmp_path, "--use_moe", 1))
+    path, _, _ = checkpoint.resolve_weight(args_for("--save_dir", tmp_path, "--use_moe", 1))
     assert path.name == "full_sft_640_moe.pth"
 
 
 def test_sizes_of_a_sidecarless_file_come_from_its_tensors(trained, tmp_path):
     _, out = trained
     shutil.copy(out / "full_sft_64.pth", tmp_path / "full_sft_64.pth")  # e.g. a downloaded MiniMind .pth
-    path, cfg, source = eval_llm.resolve_weight(args_for("--save_dir", tmp_path))
+    path, cfg, source = checkpoint.resolve_weight(args_for("--save_dir", tmp_path))
     assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["use_moe"]) == (64, 2, False)
     assert "tensor shapes" in source
 

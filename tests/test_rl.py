@@ -17,12 +17,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "trainer"))
-import rl_utils as rl  # noqa: E402
-import train_grpo  # noqa: E402
-import train_ppo  # noqa: E402
-import train_spo  # noqa: E402
-import trainer_utils  # noqa: E402
+from trainer import rl_utils as rl  # noqa: E402
+from trainer import train_grpo  # noqa: E402
+from trainer import train_ppo  # noqa: E402
+from trainer import train_spo  # noqa: E402
+from trainer import trainer_utils  # noqa: E402
 from conftest import run_main  # noqa: E402
 
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
@@ -65,7 +64,7 @@ def warm(tmp_path_factory):
     out = base / "out"
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    import train_full_sft
+    from trainer import train_full_sft
     train_full_sft.main([*TINY, "--from_weight", "none", "--data_path", str(sft), "--max_seq_len", "48",
                          "--batch_size", "16", "--learning_rate", "5e-3", "--epochs", "2", "--log_interval", "100",
                          "--save_dir", str(out), "--checkpoint_dir", str(base / "ck")])
@@ -93,7 +92,7 @@ def run_script(name, *args, check=True, in_process=True):
     """A stage with the tiny flags: main(argv) in this process, or as a real subprocess."""
     argv = [*TINY, *map(str, args)]
     if in_process:
-        proc = run_main(importlib.import_module(Path(name).stem).main, argv)
+        proc = run_main(importlib.import_module(f"trainer.{Path(name).stem}").main, argv)
     else:
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         proc = subprocess.run([sys.executable, str(ROOT / "trainer" / name), *argv], cwd=ROOT,
@@ -392,8 +391,9 @@ def test_grpo_learns_a_fixed_answer_on_cpu(warm, tmp_path, capsys):
 
 DDP_DRIVER = """
 import json, sys
-sys.path[:0] = [{trainer!r}, {root!r}]
-import trainer_utils
+sys.path[:0] = [{root!r}]
+import importlib
+from trainer import trainer_utils
 
 finish = trainer_utils.Trainer.finish
 
@@ -408,7 +408,7 @@ def report_then_finish(self):  # what each rank ends with: sums of the trained w
 
 
 trainer_utils.Trainer.finish = report_then_finish
-__import__(sys.argv[1]).main(sys.argv[2:])
+importlib.import_module("trainer." + sys.argv[1]).main(sys.argv[2:])
 """
 
 

@@ -22,10 +22,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import chat_protocol  # noqa: E402
-import serve_openai_api as serve  # noqa: E402
+from model import chat_protocol  # noqa: E402
+from scripts import serve_openai_api as serve  # noqa: E402
 from model.engine import Engine, SamplingParams  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 from trainer.trainer_utils import load_tokenizer, save_weights  # noqa: E402
@@ -657,7 +656,7 @@ def test_bench_serve_prints_one_json_line(server):
 
 
 def test_web_demo_lists_native_weights_transformers_folders_and_adapters(tmp_path):
-    import web_demo
+    from scripts import web_demo
     for name in ("full_sft_512.pth", "reason_768_moe.pth", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "MiniMind2").mkdir()

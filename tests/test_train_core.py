@@ -14,8 +14,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "trainer"))
-import trainer_utils  # noqa: E402
+from model import runtime  # noqa: E402
+from trainer import trainer_utils  # noqa: E402
 from conftest import run_main  # noqa: E402
 
 TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--max_seq_len", "64", "--device", "cpu",
@@ -26,7 +26,7 @@ def run_stage(script, *args, cwd=None, check=True, in_process=True):
     """A stage with the tiny-model flags: main(argv) in this process, or a real subprocess (also when cwd is given)."""
     argv = [*TINY, *map(str, args)]
     if in_process and cwd is None:
-        proc = run_main(importlib.import_module(Path(script).stem).main, argv)
+        proc = run_main(importlib.import_module(f"trainer.{Path(script).stem}").main, argv)
     else:
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         proc = subprocess.run([sys.executable, str(ROOT / "trainer" / script), *argv], cwd=cwd or ROOT,
@@ -214,15 +214,15 @@ def fake_npu(monkeypatch):
 
 
 def test_npu_is_preferred_and_uses_hccl_fp16(fake_npu, monkeypatch):
-    assert trainer_utils.detect_device_type() == "npu"
-    assert trainer_utils.default_dtype("npu") == "float16"
+    assert runtime.detect_device_type() == "npu"
+    assert runtime.default_dtype("npu") == "float16"
     seen = {}
-    monkeypatch.setattr(trainer_utils.dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(trainer_utils.dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
+    monkeypatch.setattr(runtime.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime.dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "3")
-    ctx = trainer_utils.init_distributed_mode()
+    ctx = runtime.init_distributed_mode()
     assert seen["backend"] == "hccl" and fake_npu["set_device"] == "npu:3"
     assert ctx.dtype == torch.float16 and ctx.rank == 3 and ctx.world_size == 8
     assert trainer_utils.peak_flops(torch.device("npu:0")) == trainer_utils.PEAK_FLOPS["910B"]
@@ -230,15 +230,15 @@ def test_npu_is_preferred_and_uses_hccl_fp16(fake_npu, monkeypatch):
 
 def test_cpu_fallback_and_backends(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_npu", None)  # import fails
-    assert trainer_utils.detect_device_type() in ("cuda", "mps", "cpu")
+    assert runtime.detect_device_type() in ("cuda", "mps", "cpu")
     seen = {}
-    monkeypatch.setattr(trainer_utils.dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(trainer_utils.dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
+    monkeypatch.setattr(runtime.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime.dist, "init_process_group", lambda backend: seen.setdefault("backend", backend))
     monkeypatch.setenv("WORLD_SIZE", "2")
-    ctx = trainer_utils.init_distributed_mode("cpu")
+    ctx = runtime.init_distributed_mode("cpu")
     assert seen["backend"] == "gloo" and ctx.dtype == torch.float32
     with pytest.raises(trainer_utils.UserError, match="no Ascend NPU"):
-        trainer_utils.detect_device_type("npu:0")
+        runtime.detect_device_type("npu:0")
 
 
 def test_lr_schedule():

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainer_utils import (ROOT, Trainer, UserError, build_parser, load_frozen_model, pick_data_path, repo_path,
+from trainer.trainer_utils import (ROOT, Trainer, UserError, build_parser, load_frozen_model, pick_data_path, repo_path,
                            start_stage, unwrap)
 
 from dataset.lm_dataset import RLAIFDataset

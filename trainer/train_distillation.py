@@ -9,12 +9,17 @@ gradients under the same autocast as the student. Both share the tokenizer, so a
     python trainer/train_distillation.py          # student 512/8 from full_sft, teacher 768/16 from full_sft
     python trainer/train_distillation.py --student_hidden_size 512 --teacher_hidden_size 640 --teacher_use_moe 1
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 
 import torch
 import torch.nn.functional as F
 
-from trainer_utils import (build_parser, load_frozen_model, pick_data_path, start_stage, train, unwrap,
+from trainer.trainer_utils import (build_parser, load_frozen_model, pick_data_path, start_stage, train, unwrap,
                            UserError, user_errors)
 
 from dataset.lm_dataset import SFTDataset

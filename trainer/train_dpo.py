@@ -10,12 +10,17 @@ pair with the reference once before training and frees it, so each step runs one
     python trainer/train_dpo.py                                   # bundled preference pairs, from out/full_sft_512.pth
     python trainer/train_dpo.py --data_path dataset/dpo.jsonl --precompute_ref 1
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from trainer_utils import (build_parser, label_logprobs, load_frozen_model, pick_data_path, reduce_logprobs,
+from trainer.trainer_utils import (build_parser, label_logprobs, load_frozen_model, pick_data_path, reduce_logprobs,
                            start_stage, train, unwrap, user_errors)
 
 from dataset.lm_dataset import DPODataset

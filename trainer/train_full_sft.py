@@ -3,7 +3,12 @@
     python trainer/train_full_sft.py                       # bundled demo conversations, from out/pretrain_512.pth
     python trainer/train_full_sft.py --data_path dataset/sft_mini_512.jsonl --max_seq_len 340
 """
-from trainer_utils import build_parser, causal_lm_loss, pick_data_path, start_stage, train, user_errors
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
+from trainer.trainer_utils import build_parser, causal_lm_loss, pick_data_path, start_stage, train, user_errors
 
 from dataset.lm_dataset import SFTDataset
 

@@ -8,9 +8,14 @@ tokens. pi_old is the policy that sampled, so --num_iterations > 1 reuses each r
     python trainer/train_grpo.py --reasoning 0 --reward model --reward_model_path ../internlm2-1_8b-reward \\
         --trust_remote_code 1                              # reward model, plain answers, from out/full_sft_512.pth
 """
-from trainer_utils import Trainer, UserError, user_errors
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
+from trainer.trainer_utils import Trainer, UserError, user_errors
 
-import rl_utils as rl
+from trainer import rl_utils as rl
 
 
 def get_parser():

@@ -8,7 +8,12 @@ out/{lora_name}_{hidden}[_moe].pth (+ sidecar) for tools that only take a plain 
     python trainer/train_lora.py                                  # bundled identity set, from out/full_sft_512.pth
     python trainer/train_lora.py --data_path dataset/lora_medical.jsonl --lora_name lora_medical --merge 1
 """
-from trainer_utils import (build_parser, causal_lm_loss, pick_data_path, repo_path, save_weights, start_stage,
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
+from trainer.trainer_utils import (build_parser, causal_lm_loss, pick_data_path, repo_path, save_weights, start_stage,
                            train, unwrap, user_errors, weight_path, weight_stem)
 
 from dataset.lm_dataset import SFTDataset

@@ -10,10 +10,15 @@ fixed at rollout time, so --ppo_epochs > 1 takes several clipped steps on one ro
     python trainer/train_ppo.py --reasoning 0 --reward model --reward_model_path ../internlm2-1_8b-reward \\
         --trust_remote_code 1                              # reward model, plain answers, from out/full_sft_512.pth
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import torch
-from trainer_utils import Trainer, UserError, user_errors
+from trainer.trainer_utils import Trainer, UserError, user_errors
 
-import rl_utils as rl
+from trainer import rl_utils as rl
 
 
 def get_parser():

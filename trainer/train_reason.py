@@ -8,9 +8,14 @@ or `ink` piece that happens to appear in the text as MiniMind's multi-token tags
     python trainer/train_reason.py                                # bundled reasoning demo, from out/dpo_512.pth
     python trainer/train_reason.py --data_path dataset/r1_mix_1024.jsonl --max_seq_len 720
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import torch
 
-from trainer_utils import (build_parser, label_logprobs, pick_data_path, start_stage, train, unwrap,
+from trainer.trainer_utils import (build_parser, label_logprobs, pick_data_path, start_stage, train, unwrap,
                            user_errors)
 
 from dataset.lm_dataset import SFTDataset

@@ -9,10 +9,15 @@ all ranks (so every rank holds the same baseline) and travels in the resume chec
     python trainer/train_spo.py --reasoning 0 --reward model --reward_model_path ../internlm2-1_8b-reward \\
         --trust_remote_code 1                              # reward model, plain answers, from out/full_sft_512.pth
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import torch
-from trainer_utils import Trainer, user_errors
+from trainer.trainer_utils import Trainer, user_errors
 
-import rl_utils as rl
+from trainer import rl_utils as rl
 
 
 def get_parser():

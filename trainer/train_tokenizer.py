@@ -10,6 +10,11 @@ The result is MiniMind-compatible: ids 0/1/2 are <|endoftext|> (pad, unk), <|im_
 tokens so they survive decode(skip_special_tokens=True). tokenizer(text) adds no BOS/EOS.
 After training it prints one JSON line per held-out domain with chars/token, then a summary line.
 """
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
+    import sys
+    from pathlib import Path
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 
 import argparse
 import json

@@ -1,139 +1,36 @@
-"""What every training stage shares: device and dtype, distributed setup, the CLI, checkpoints, resume, the loop.
+"""What every training stage shares: the CLI, model setup, data order, the LR schedule, logging, resume, the loop.
 
 A stage script (train_pretrain.py, train_full_sft.py, ...) builds its parser with `build_parser`, its model with
-`init_model`, its dataset, and a loss function `loss_fn(model, batch) -> (loss, {name: value})`, then calls
+`start_stage`, its dataset, and a loss function `loss_fn(model, batch) -> (loss, {name: value})`, then calls
 `train`. Everything else (accumulation, clipping, LR schedule, logging, atomic saves, exact resume) lives here.
+Device/distributed setup and UserError come from model/runtime.py, weight files from model/checkpoint.py; the
+names below are re-exported so a stage imports everything it needs from one module.
 
 Paths are resolved from the repository root, so `python trainer/train_pretrain.py` and
 `cd trainer && python train_pretrain.py` behave the same.
 """
 import argparse
-import json
 import math
 import os
 import random
-import re
 import sys
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch.utils.data import DataLoader, Sampler  # noqa: E402
-
-from model.model_minimind import (MiniMindConfig, MiniMindForCausalLM, count_parameters,  # noqa: E402
-                                  gather_logprobs)
-
-TOKENIZER_DIR = ROOT / "model"
-# Model-config fields a sidecar records, so eval/serving/conversion need not be told sizes again.
-SIDECAR_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                       "intermediate_size", "vocab_size", "max_position_embeddings", "rope_theta", "rms_norm_eps",
-                       "use_moe", "num_experts_per_tok", "n_routed_experts", "n_shared_experts",
-                       "norm_topk_prob", "aux_loss_alpha", "seq_aux", "inference_rope_scaling")
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad path, bad flag, bad data): printed as one message, exit code 2."""
-
-
-def repo_path(path) -> Path:
-    """Relative paths count from the repository root, whatever the current directory."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else ROOT / p
-
-
-# -------------------------------------------------------------------------------------------------------------- device
-
-def npu_available() -> bool:
-    """True when torch_npu imports and at least one Ascend device is visible."""
-    try:
-        import torch_npu  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(torch, "npu") and torch.npu.is_available() and torch.npu.device_count() > 0
-
-
-def detect_device_type(requested: Optional[str] = None) -> str:
-    """'npu', 'cuda', 'mps' or 'cpu' (in that order of preference), or the type of `--device` when given."""
-    if requested:
-        kind = requested.split(":")[0]
-        if kind == "npu" and not npu_available():
-            raise UserError(f"--device {requested}: no Ascend NPU found (torch_npu missing or no device visible)")
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {requested}: CUDA is not available in this PyTorch build / machine")
-        if kind not in ("npu", "cuda", "mps", "cpu"):
-            raise UserError(f"--device {requested}: unknown device type (use npu, cuda, mps or cpu, e.g. cuda:0)")
-        return kind
-    if npu_available():
-        return "npu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def default_dtype(device_type: str) -> str:
-    """bf16 on CUDA, fp16 (+GradScaler) on Ascend 910B where it is the fast path, fp32 elsewhere."""
-    return {"cuda": "bfloat16", "npu": "float16"}.get(device_type, "float32")
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class Context:
-    """Where this process runs: device, precision and its place in the distributed job."""
-    device: torch.device
-    dtype: torch.dtype
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    def autocast(self):
-        if self.dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
-
-def init_distributed_mode(device: Optional[str] = None, dtype: Optional[str] = None) -> Context:
-    """Single process unless launched by torchrun; then hccl on NPU, nccl on CUDA, gloo on CPU.
-
-    torchrun's RANK / LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT work unchanged across nodes.
-    """
-    kind = detect_device_type(device)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if kind in ("cuda", "npu"):
-        index = local_rank if world_size > 1 or not device or ":" not in device else int(device.split(":")[1])
-        dev = torch.device(f"{kind}:{index}")
-        (torch.npu if kind == "npu" else torch.cuda).set_device(dev)
-    else:
-        dev = torch.device(kind)
-    if world_size > 1 and not dist.is_initialized():
-        backend = {"npu": "hccl", "cuda": "nccl"}.get(kind, "gloo")
-        dist.init_process_group(backend=backend)
-    dtype = dtype or default_dtype(kind)
-    if dtype not in DTYPES:
-        raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    return Context(device=dev, dtype=DTYPES[dtype], rank=rank, local_rank=local_rank, world_size=world_size)
-
+from model.checkpoint import (SIDECAR_CONFIG_KEYS, TOKENIZER_DIR, atomic_save, atomic_write_json,  # noqa: F401
+                              atomic_write_text, ensure_writable_dir, jsonable, load_tokenizer, load_weights,
+                              read_sidecar, resume_path, save_weights, sidecar_path, stage_script, unwrap,
+                              weight_path, weight_stem)
+from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters, gather_logprobs
+from model.runtime import (DTYPES, ROOT, Context, UserError, detect_device_type, display_path,  # noqa: F401
+                           init_distributed_mode, npu_available, repo_path, user_errors)
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -190,176 +87,12 @@ def pick_data_path(given: Optional[str], minimind_name: str, demo_name: str) -> 
     return full if full.is_file() else ROOT / "dataset" / "demo" / demo_name
 
 
-# --------------------------------------------------------------------------------------------------------- checkpoints
-
-def weight_stem(stage: str, hidden_size: int, use_moe) -> str:
-    return f"{stage}_{hidden_size}{'_moe' if int(use_moe) else ''}"
-
-
-def weight_path(save_dir, stage: str, hidden_size: int, use_moe) -> Path:
-    return repo_path(save_dir) / f"{weight_stem(stage, hidden_size, use_moe)}.pth"
-
-
-def resume_path(checkpoint_dir, stage: str, hidden_size: int, use_moe) -> Path:
-    return repo_path(checkpoint_dir) / f"{weight_stem(stage, hidden_size, use_moe)}_resume.pth"
-
-
-def sidecar_path(weights: Path) -> Path:
-    return Path(weights).with_suffix(".json")
-
-
-def _ensure_writable_dir(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {folder}: {e.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"output folder {folder} is not writable; choose another with --save_dir/--checkpoint_dir")
-
-
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temp file, then rename: an interrupted save leaves the previous file intact."""
-    path = Path(path)
-    _ensure_writable_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path)
-    _ensure_writable_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def atomic_write_json(obj, path: Path) -> None:
-    atomic_write_text(json.dumps(obj, ensure_ascii=False, indent=2), path)
-
-
-def unwrap(model):
-    """The plain MiniMind model inside DDP and torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
-
-
-def save_weights(model, path: Path, args: argparse.Namespace) -> None:
-    """Half-precision state_dict in MiniMind2's layout, plus a JSON sidecar with config and training args."""
-    model = unwrap(model)
-    state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
-    atomic_save(state, path)
-    config = {k: getattr(model.config, k) for k in SIDECAR_CONFIG_KEYS}
-    atomic_write_json({"format": "minimind2-pth", "model_config": config,
-                       "train_args": {k: v for k, v in vars(args).items() if _jsonable(v)}}, sidecar_path(path))
-
-
-def _jsonable(value) -> bool:
-    return isinstance(value, (str, int, float, bool, type(None), list, tuple))
-
-
-def read_sidecar(weights: Path) -> Optional[dict]:
-    side = sidecar_path(weights)
-    return json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
-
-
-WEIGHT_NAME = re.compile(r"^(?P<stage>.+)_(?P<hidden>\d+)(?P<moe>_moe)?\.pth$")
-
-
-def weights_nearby(path: Path) -> list:
-    """Weight files a user who asked for `path` may have meant: same stage anywhere under out/ (e.g. out/demo/
-    after scripts/demo.sh), else every weight in the folder asked for. [(path, sizes flags), ...], at most 8."""
-    path = Path(path)
-    m = WEIGHT_NAME.match(path.name)
-    stage = m.group("stage") if m else None
-    folders = [path.parent, ROOT / "out"]
-    if (ROOT / "out").is_dir():
-        folders += sorted(d for d in (ROOT / "out").iterdir() if d.is_dir() and d.name != "lora")
-    seen, same_stage, same_folder = set(), [], []
-    for folder in folders:
-        if not folder.is_dir() or folder.resolve() in seen:
-            continue
-        seen.add(folder.resolve())
-        for f in sorted(folder.glob("*.pth")):
-            fm = WEIGHT_NAME.match(f.name)
-            if fm and f != path and fm.group("stage") == stage:
-                same_stage.append(f)
-            elif fm and folder == path.parent:
-                same_folder.append(f)
-    return [(f, size_flags(f)) for f in (same_stage or same_folder)[:8]]
-
-
-def size_flags(weights: Path) -> str:
-    """`--save_dir D --hidden_size H --num_hidden_layers L [--use_moe 1]` that name this weight file."""
-    try:
-        cfg = (read_sidecar(weights) or {}).get("model_config", {})
-    except ValueError:
-        cfg = {}
-    m = WEIGHT_NAME.match(weights.name)
-    hidden = cfg.get("hidden_size", int(m.group("hidden")) if m else None)
-    flags = [f"--save_dir {display_path(weights.parent)}", f"--hidden_size {hidden}"]
-    if "num_hidden_layers" in cfg:
-        flags.append(f"--num_hidden_layers {cfg['num_hidden_layers']}")
-    if cfg.get("use_moe") or (m and m.group("moe")):
-        flags.append("--use_moe 1")
-    return " ".join(flags)
-
-
-def display_path(path: Path) -> str:
-    """A path relative to the repository root when it is inside it (what the user types), else absolute."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT.resolve()))
-    except ValueError:
-        return str(path)
-
-
-def missing_weight_message(path: Path, hint: str = "") -> str:
-    """'weight file not found' plus how to make it and which existing weights (and flags) may be meant."""
-    lines = [f"weight file not found: {path}", f"  {hint or 'train the stage that produces it first'}"]
-    nearby = weights_nearby(path)
-    if nearby:
-        lines.append("  weights that exist (use them with these flags):")
-        lines += [f"    {display_path(f)}: {flags}" for f, flags in nearby]
-    return "\n".join(lines)
-
-
-def load_weights(model, path: Path, hint: str = "") -> None:
-    """Strict load with a message that names the file and the mismatch (never a silent partial load)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(missing_weight_message(path, hint))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise UserError(f"cannot read weight file {path}: {e}") from None
-    own = unwrap(model).state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        lines = [f"weight file {path} does not match the model "
-                 f"(hidden_size={unwrap(model).config.hidden_size}, "
-                 f"num_hidden_layers={unwrap(model).config.num_hidden_layers}, "
-                 f"use_moe={int(unwrap(model).config.use_moe)}):"]
-        if missing:
-            lines.append(f"  {len(missing)} keys missing from the file, e.g. {missing[:3]}")
-        if unexpected:
-            lines.append(f"  {len(unexpected)} unexpected keys in the file, e.g. {unexpected[:3]}")
-        lines += [f"  shape mismatch {s}" for s in shapes[:3]]
-        lines.append("  check --hidden_size / --num_hidden_layers / --use_moe against the file's .json sidecar")
-        raise UserError("\n".join(lines))
-    unwrap(model).load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-
-
 def model_config_from_args(args) -> MiniMindConfig:
-    return MiniMindConfig(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
-                          use_moe=bool(args.use_moe), inference_rope_scaling=False)
-
-
-def load_tokenizer():
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+    try:
+        return MiniMindConfig(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
+                              use_moe=bool(args.use_moe), inference_rope_scaling=False)
+    except ValueError as e:  # e.g. --hidden_size 100 with 8 heads
+        raise UserError(f"invalid model size: {e}") from None
 
 
 def init_model(args, ctx: Optional[Context] = None, log: Callable = print):
@@ -391,11 +124,6 @@ def load_frozen_model(args, stage: str, ctx: Context, log: Callable = print, **s
     log(f"loaded frozen {path}")
     model.requires_grad_(False)
     return model.to(ctx.device).eval()
-
-
-def stage_script(stage: str) -> str:
-    """The trainer script (without train_ and .py) that produces weights of this stage name."""
-    return {"ppo_actor": "ppo", "full_dist": "distillation", "tool_sft": "full_sft"}.get(stage, stage)
 
 
 # -------------------------------------------------------------------------------------------------------- data order
@@ -504,9 +232,9 @@ class ExperimentTracker:
             raise UserError(f"--use_wandb 1 --wandb_backend {self.backend}: the '{self.backend}' package is not "
                             f"installed; pip install {self.backend}") from None
         logdir = repo_path(args.log_dir)
-        _ensure_writable_dir(logdir)
+        ensure_writable_dir(logdir)
         name = f"{args.save_weight}_{args.hidden_size}{'_moe' if args.use_moe else ''}"
-        config = {k: v for k, v in vars(args).items() if _jsonable(v)}
+        config = {k: v for k, v in vars(args).items() if jsonable(v)}
         if self.backend == "swanlab":
             self.run = module.init(project=args.wandb_project, experiment_name=name, config=config,
                                    logdir=str(logdir), mode=os.environ.get("SWANLAB_MODE", "offline"),
@@ -547,8 +275,8 @@ class Trainer:
         self.out_path = weight_path(args.save_dir, args.save_weight, args.hidden_size, args.use_moe)
         self.ckpt_path = resume_path(args.checkpoint_dir, args.save_weight, args.hidden_size, args.use_moe)
         if ctx.is_main:  # fail now, not after an hour of training
-            _ensure_writable_dir(self.out_path.parent)
-            _ensure_writable_dir(self.ckpt_path.parent)
+            ensure_writable_dir(self.out_path.parent)
+            ensure_writable_dir(self.ckpt_path.parent)
 
         self.sampler = ResumableBatchSampler(len(dataset), args.batch_size, ctx.rank, ctx.world_size, args.seed)
         self.batches_per_epoch = len(self.sampler)
@@ -801,21 +529,6 @@ def reduce_logprobs(logp: torch.Tensor, mask: torch.Tensor, how: str = "mean") -
     """Sequence log-prob from masked token log-probs: 'sum' or 'mean' over the labelled tokens."""
     total = (logp * mask).sum(-1)
     return total if how == "sum" else total / mask.sum(-1).clamp(min=1)
-
-
-@contextmanager
-def user_errors():
-    """Turn problems a user can fix into one clear message and exit code 2 (no traceback wall)."""
-    try:
-        yield
-    except (UserError, FileNotFoundError, ValueError) as e:
-        if os.environ.get("MINIMIND_DEBUG") == "1":
-            raise
-        print(f"error: {e}\n(set MINIMIND_DEBUG=1 for the full traceback)", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def start_stage(args):

@@ -211,3 +211,32 @@ def read_questions(on_clear, prompt: str = "💬: "):
             print("(history cleared / 历史已清空)", flush=True)
         elif question:
             yield question
+
+
+class IncrementalDecoder:
+    """Text of a growing list of ids, released only in whole characters.
+
+    A Chinese character is 3 UTF-8 bytes and an emoji 4, and byte-level BPE can split them across tokens; a
+    partial character decodes to U+FFFD. So each step decodes the whole list and returns only the new suffix,
+    holding everything back while the text ends in U+FFFD.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.ids, self.emitted = tokenizer, [], ""
+
+    def _text(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self._text()
+        if text.endswith("\ufffd"):
+            return ""
+        new, self.emitted = text[len(self.emitted):], text
+        return new
+
+    def flush(self) -> str:
+        """Whatever is held back (at the end of a reply, invalid bytes are shown as U+FFFD)."""
+        text = self._text()
+        new, self.emitted = text[len(self.emitted):], text
+        return new

@@ -1,0 +1,347 @@
+"""The one place that names, writes, reads and finds weights: `.pth` files, their `.json` sidecars, resume states,
+LoRA folders, and the models built from them.
+
+    out/{stage}_{hidden}[_moe].pth        half-precision state_dict in MiniMind2's layout
+    out/{stage}_{hidden}[_moe].json       sidecar: {"format", "model_config", "train_args"}
+    checkpoints/{stage}_{hidden}[_moe]_resume.pth   model + optimizer + data position + RNG states
+    out/lora/{name}_{hidden}[_moe]/       PEFT adapter folder
+
+Trainers write through `save_weights`/`atomic_save`; eval_llm.py, the server, the converters and the web demo find and
+load through `resolve_weight`/`load_model`. Every write goes to a temp file that is then renamed.
+"""
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters
+from .runtime import ROOT, UserError, display_path, init_distributed_mode, repo_path
+
+
+def info(msg: str) -> None:
+    """Status lines go to stderr, so `python eval_llm.py auto > answers.txt` keeps only the answers."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+TOKENIZER_DIR = ROOT / "model"
+
+
+SIDECAR_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                       "intermediate_size", "vocab_size", "max_position_embeddings", "rope_theta", "rms_norm_eps",
+                       "use_moe", "num_experts_per_tok", "n_routed_experts", "n_shared_experts",
+                       "norm_topk_prob", "aux_loss_alpha", "seq_aux", "inference_rope_scaling")
+
+
+def weight_stem(stage: str, hidden_size: int, use_moe) -> str:
+    return f"{stage}_{hidden_size}{'_moe' if int(use_moe) else ''}"
+
+
+def weight_path(save_dir, stage: str, hidden_size: int, use_moe) -> Path:
+    return repo_path(save_dir) / f"{weight_stem(stage, hidden_size, use_moe)}.pth"
+
+
+def resume_path(checkpoint_dir, stage: str, hidden_size: int, use_moe) -> Path:
+    return repo_path(checkpoint_dir) / f"{weight_stem(stage, hidden_size, use_moe)}_resume.pth"
+
+
+def sidecar_path(weights: Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def ensure_writable_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {folder}: {e.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"output folder {folder} is not writable; choose another with --save_dir/--checkpoint_dir")
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temp file, then rename: an interrupted save leaves the previous file intact."""
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def atomic_write_json(obj, path: Path) -> None:
+    atomic_write_text(json.dumps(obj, ensure_ascii=False, indent=2), path)
+
+
+def unwrap(model):
+    """The plain MiniMind model inside DDP and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def save_weights(model, path: Path, args: argparse.Namespace) -> None:
+    """Half-precision state_dict in MiniMind2's layout, plus a JSON sidecar with config and training args."""
+    model = unwrap(model)
+    state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
+    atomic_save(state, path)
+    config = {k: getattr(model.config, k) for k in SIDECAR_CONFIG_KEYS}
+    atomic_write_json({"format": "minimind2-pth", "model_config": config,
+                       "train_args": {k: v for k, v in vars(args).items() if jsonable(v)}}, sidecar_path(path))
+
+
+def jsonable(value) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None), list, tuple))
+
+
+def read_sidecar(weights: Path) -> Optional[dict]:
+    side = sidecar_path(weights)
+    return json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
+
+
+WEIGHT_NAME = re.compile(r"^(?P<stage>.+)_(?P<hidden>\d+)(?P<moe>_moe)?\.pth$")
+
+
+def weights_nearby(path: Path) -> list:
+    """Weight files a user who asked for `path` may have meant: same stage anywhere under out/ (e.g. out/demo/
+    after scripts/demo.sh), else every weight in the folder asked for. [(path, sizes flags), ...], at most 8."""
+    path = Path(path)
+    m = WEIGHT_NAME.match(path.name)
+    stage = m.group("stage") if m else None
+    folders = [path.parent, ROOT / "out"]
+    if (ROOT / "out").is_dir():
+        folders += sorted(d for d in (ROOT / "out").iterdir() if d.is_dir() and d.name != "lora")
+    seen, same_stage, same_folder = set(), [], []
+    for folder in folders:
+        if not folder.is_dir() or folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        for f in sorted(folder.glob("*.pth")):
+            fm = WEIGHT_NAME.match(f.name)
+            if fm and f != path and fm.group("stage") == stage:
+                same_stage.append(f)
+            elif fm and folder == path.parent:
+                same_folder.append(f)
+    return [(f, size_flags(f)) for f in (same_stage or same_folder)[:8]]
+
+
+def size_flags(weights: Path) -> str:
+    """`--save_dir D --hidden_size H --num_hidden_layers L [--use_moe 1]` that name this weight file."""
+    try:
+        cfg = (read_sidecar(weights) or {}).get("model_config", {})
+    except ValueError:
+        cfg = {}
+    m = WEIGHT_NAME.match(weights.name)
+    hidden = cfg.get("hidden_size", int(m.group("hidden")) if m else None)
+    flags = [f"--save_dir {display_path(weights.parent)}", f"--hidden_size {hidden}"]
+    if "num_hidden_layers" in cfg:
+        flags.append(f"--num_hidden_layers {cfg['num_hidden_layers']}")
+    if cfg.get("use_moe") or (m and m.group("moe")):
+        flags.append("--use_moe 1")
+    return " ".join(flags)
+
+
+def missing_weight_message(path: Path, hint: str = "") -> str:
+    """'weight file not found' plus how to make it and which existing weights (and flags) may be meant."""
+    lines = [f"weight file not found: {path}", f"  {hint or 'train the stage that produces it first'}"]
+    nearby = weights_nearby(path)
+    if nearby:
+        lines.append("  weights that exist (use them with these flags):")
+        lines += [f"    {display_path(f)}: {flags}" for f, flags in nearby]
+    return "\n".join(lines)
+
+
+def load_weights(model, path: Path, hint: str = "") -> None:
+    """Strict load with a message that names the file and the mismatch (never a silent partial load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(missing_weight_message(path, hint))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"cannot read weight file {path}: {e}") from None
+    own = unwrap(model).state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        lines = [f"weight file {path} does not match the model "
+                 f"(hidden_size={unwrap(model).config.hidden_size}, "
+                 f"num_hidden_layers={unwrap(model).config.num_hidden_layers}, "
+                 f"use_moe={int(unwrap(model).config.use_moe)}):"]
+        if missing:
+            lines.append(f"  {len(missing)} keys missing from the file, e.g. {missing[:3]}")
+        if unexpected:
+            lines.append(f"  {len(unexpected)} unexpected keys in the file, e.g. {unexpected[:3]}")
+        lines += [f"  shape mismatch {s}" for s in shapes[:3]]
+        lines.append("  check --hidden_size / --num_hidden_layers / --use_moe against the file's .json sidecar")
+        raise UserError("\n".join(lines))
+    unwrap(model).load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def load_tokenizer():
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+
+
+def stage_script(stage: str) -> str:
+    """The trainer script (without train_ and .py) that produces weights of this stage name."""
+    return {"ppo_actor": "ppo", "full_dist": "distillation", "tool_sft": "full_sft"}.get(stage, stage)
+
+
+# ------------------------------------------------------------------------------------------ finding and loading
+
+def weight_candidates(save_dir, stage: str) -> list:
+    """(hidden_size, use_moe) of every `{stage}_{hidden}[_moe].pth` or `.json` in save_dir, sorted."""
+    pattern = re.compile(rf"^{re.escape(stage)}_(\d+)(_moe)?\.(pth|json)$")
+    folder = repo_path(save_dir)
+    found = set()
+    if folder.is_dir():
+        for f in folder.iterdir():
+            m = pattern.match(f.name)
+            if m:
+                found.add((int(m.group(1)), int(bool(m.group(2)))))
+    return sorted(found)
+
+
+def sizes_from_state_dict(path: Path) -> dict:
+    """Width, depth and MoE read off a sidecar-less .pth (e.g. one downloaded from MiniMind's releases)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"cannot read weight file {path}: {e}") from None
+    if "model.embed_tokens.weight" not in state:
+        raise UserError(f"{path} is not a MiniMind state_dict (no model.embed_tokens.weight)")
+    layers = {int(m.group(1)) for k in state for m in [re.match(r"model\.layers\.(\d+)\.", k)] if m}
+    return {"hidden_size": state["model.embed_tokens.weight"].shape[1], "num_hidden_layers": len(layers),
+            "use_moe": any(".mlp.experts." in k for k in state)}
+
+
+def train_command(stage: str, cfg: dict, save_dir) -> str:
+    """The command that writes this weight file, with the flags that differ from the trainer's defaults."""
+    script = stage_script(stage)
+    cmd = f"python trainer/train_{script}.py"
+    if script != stage:
+        cmd += f" --save_weight {stage}"
+    if cfg.get("hidden_size", 512) != 512:
+        cmd += f" --hidden_size {cfg['hidden_size']}"
+    if cfg.get("num_hidden_layers", 8) != 8:
+        cmd += f" --num_hidden_layers {cfg['num_hidden_layers']}"
+    if cfg.get("use_moe"):
+        cmd += " --use_moe 1"
+    if str(save_dir) != "out":
+        cmd += f" --save_dir {save_dir}"
+    return cmd
+
+
+def resolve_weight(args) -> tuple:
+    """(weight path, MiniMindConfig kwargs, where the sizes came from) for the native .pth route.
+
+    Sizes: command-line flags win, then the sidecar, then the tensor shapes of a sidecar-less file, then
+    MiniMind2-Small's 512/8/dense.
+    """
+    hidden, moe = args.hidden_size, args.use_moe
+    candidates = [c for c in weight_candidates(args.save_dir, args.weight) if moe is None or c[1] == moe]
+    if hidden is None:
+        if len(candidates) > 1:
+            names = ", ".join(weight_stem(args.weight, h, m) + ".pth" for h, m in candidates)
+            raise UserError(f"{repo_path(args.save_dir)} holds several '{args.weight}' weights ({names}); "
+                            f"choose one with --hidden_size (and --use_moe)")
+        hidden, moe = candidates[0] if candidates else (512, moe or 0)
+    elif moe is None:  # width given: take the dense file unless only a MoE one of that width exists
+        moe = int([m for h, m in candidates if h == hidden] == [1])
+    path = weight_path(args.save_dir, args.weight, hidden, moe)
+
+    try:
+        sidecar = read_sidecar(path)
+    except ValueError as e:
+        raise UserError(f"cannot read sidecar {sidecar_path(path)}: {e}") from None
+    if sidecar is not None:
+        cfg, source = dict(sidecar["model_config"]), f"sizes from {sidecar_path(path).name}"
+    elif path.is_file():
+        cfg, source = sizes_from_state_dict(path), "no sidecar: sizes read from the tensor shapes"
+    else:
+        cfg, source = {"num_hidden_layers": 8}, "no weight file or sidecar: assuming MiniMind2-Small 512/8/dense"
+    cfg.update(hidden_size=hidden, use_moe=bool(moe))
+    if args.num_hidden_layers is not None:
+        cfg["num_hidden_layers"] = args.num_hidden_layers
+    return path, cfg, source
+
+
+def lora_dir(args, config) -> Path:
+    """A folder path as given, else {save_dir}/lora/{name}_{hidden}[_moe] (MiniMind's naming)."""
+    given = repo_path(args.lora_weight)
+    if given.is_dir():
+        return given
+    stem = weight_stem(args.lora_weight, config.hidden_size, getattr(config, "use_moe", False))
+    return repo_path(args.save_dir) / "lora" / stem
+
+
+def load_hf_folder(args):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    folder = repo_path(args.load_from)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"--load_from {args.load_from}: no config.json in {folder}; "
+                        f"pass a folder written by save_pretrained (or leave --load_from out to use a .pth)")
+    remote = bool(args.trust_remote_code)
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=remote)
+    if args.inference_rope_scaling:
+        if isinstance(config, MiniMindConfig):
+            config.inference_rope_scaling = True
+        else:
+            info(f"--inference_rope_scaling ignored: {type(config).__name__} is not a MiniMind config")
+    model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, trust_remote_code=remote,
+                                                 dtype=torch.float32)
+    if not isinstance(model, MiniMindForCausalLM):
+        # Engine decodes with MiniMind's StaticKVCache, which only MiniMind's own attention understands.
+        hint = " (drop --trust_remote_code so this repo's MiniMind class is used)" if remote else ""
+        raise UserError(f"--load_from {folder}: got {type(model).__name__}; the shared Engine decodes "
+                        f"MiniMindForCausalLM models only{hint}")
+    has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file()
+    if has_tokenizer:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=remote)
+    else:
+        tokenizer = load_tokenizer()
+    info(f"model: {folder} (transformers folder, tokenizer from {folder if has_tokenizer else 'model/'})")
+    return model, tokenizer
+
+
+def load_native(args):
+    path, cfg, source = resolve_weight(args)
+    cfg["inference_rope_scaling"] = bool(args.inference_rope_scaling)
+    model = MiniMindForCausalLM(MiniMindConfig(**cfg))
+    load_weights(model, path, hint=f"train it with: {train_command(args.weight, cfg, args.save_dir)}")
+    c = model.config
+    info(f"model: {path} (hidden_size {c.hidden_size}, {c.num_hidden_layers} layers, "
+         f"{'MoE' if c.use_moe else 'dense'}{', YaRN x16' if c.inference_rope_scaling else ''}; {source})")
+    return model, load_tokenizer()
+
+
+def is_native(args) -> bool:
+    """No --load_from, or MiniMind's default spelling `--load_from model`: the .pth route."""
+    return args.load_from in (None, "", "model")
+
+
+def load_model(args):
+    """Model in eval mode on the detected device (bf16 CUDA, fp16 NPU, fp32 otherwise), LoRA merged; tokenizer."""
+    ctx = init_distributed_mode(args.device)
+    model, tokenizer = load_native(args) if is_native(args) else load_hf_folder(args)
+    if args.lora_weight and args.lora_weight.lower() != "none":
+        from model.model_lora import load_lora, merge_lora
+        folder = lora_dir(args, model.config)
+        model = merge_lora(load_lora(model, folder))  # merged in fp32, before the cast to half precision
+        info(f"lora: merged {folder}")
+    model = model.to(ctx.device, ctx.dtype).eval()
+    info(f"{count_parameters(model) / 1e6:.2f}M parameters on {ctx.device} ({str(ctx.dtype).replace('torch.', '')})")
+    return model, tokenizer
