@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-
-from model.runtime import UserError
 import torch
 from torch.utils.data import Dataset
+
+from model.runtime import UserError
 
 __all__ = [
     "IGNORE_INDEX",

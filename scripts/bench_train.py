@@ -22,8 +22,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from trainer.trainer_utils import (build_parser, causal_lm_loss, count_parameters, detect_device_type,  # noqa: E402
-                           init_distributed_mode, init_model, train, user_errors)
+from trainer.trainer_utils import (  # noqa: E402
+    build_parser,
+    causal_lm_loss,
+    count_parameters,
+    detect_device_type,
+    init_distributed_mode,
+    init_model,
+    train,
+    user_errors,
+)
 
 # name -> (hidden_size, num_hidden_layers, use_moe): MiniMind2-Small, MiniMind2, MiniMind2-MoE
 PRESETS = {"small": (512, 8, 0), "base": (768, 16, 0), "moe": (640, 8, 1)}

@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from scripts.corpus import build as B  # noqa: E402
 from scripts.corpus import derive as D  # noqa: E402
 from scripts.corpus import sources as S  # noqa: E402

@@ -22,7 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-
 from model.chat_protocol import ReplyParser, read_questions  # noqa: E402
 
 DIM, RESET = "\033[2m", "\033[0m"

@@ -16,8 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from model.checkpoint import (TOKENIZER_DIR, load_weights, missing_weight_message, read_sidecar,  # noqa: E402
-                              resolve_weight, sidecar_path, sizes_from_state_dict, train_command)
+from model.checkpoint import (  # noqa: E402
+    TOKENIZER_DIR,
+    load_weights,
+    missing_weight_message,
+    read_sidecar,
+    resolve_weight,
+    sidecar_path,
+    sizes_from_state_dict,
+    train_command,
+)
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 from model.runtime import UserError, repo_path  # noqa: E402
 

@@ -20,14 +20,22 @@ import shutil
 import sys
 from pathlib import Path
 
-
 import torch  # noqa: E402
 
-from scripts.convert_common import (add_checkpoint_args, atomic_output_dir, check_output_dir, copy_tokenizer,  # noqa: E402
-                            describe, load_checkpoint, output_dir, save_safetensors, write_generation_config)
-from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 from model.checkpoint import save_weights, weight_path  # noqa: E402
+from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 from model.runtime import ROOT, UserError, repo_path, user_errors  # noqa: E402
+from scripts.convert_common import (  # noqa: E402
+    add_checkpoint_args,
+    atomic_output_dir,
+    check_output_dir,
+    copy_tokenizer,
+    describe,
+    load_checkpoint,
+    output_dir,
+    save_safetensors,
+    write_generation_config,
+)
 
 MODEL_FILE = ROOT / "model" / "model_minimind.py"
 AUTO_MAP = {"AutoConfig": "model_minimind.MiniMindConfig", "AutoModelForCausalLM": "model_minimind.MiniMindForCausalLM"}

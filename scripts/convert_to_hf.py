@@ -20,14 +20,26 @@ import argparse
 import sys
 from pathlib import Path
 
-
 import torch  # noqa: E402
 
-from scripts.convert_common import (VERIFY_TOLERANCE, add_checkpoint_args, atomic_output_dir, check_output_dir,  # noqa: E402
-                            copy_tokenizer, describe, load_checkpoint, max_logit_diff, native_in_dtype,
-                            output_dir, probe_ids, save_safetensors, write_generation_config, write_json)
 from model.model_minimind import rope_inv_freq  # noqa: E402
 from model.runtime import DTYPES, UserError, user_errors  # noqa: E402
+from scripts.convert_common import (  # noqa: E402
+    VERIFY_TOLERANCE,
+    add_checkpoint_args,
+    atomic_output_dir,
+    check_output_dir,
+    copy_tokenizer,
+    describe,
+    load_checkpoint,
+    max_logit_diff,
+    native_in_dtype,
+    output_dir,
+    probe_ids,
+    save_safetensors,
+    write_generation_config,
+    write_json,
+)
 
 DEFAULT_OUTPUT = {False: "out/minimind-hf", True: "out/minimind-moe-hf"}
 

@@ -44,8 +44,14 @@ from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, field_validator  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
-from model.chat_protocol import (END_TOOL_CALL, TOOL_CALL, ReplyParser, StopMatcher, new_tool_call_id,  # noqa: E402
-                           trained_context_len)
+from model.chat_protocol import (  # noqa: E402
+    END_TOOL_CALL,
+    TOOL_CALL,
+    ReplyParser,
+    StopMatcher,
+    new_tool_call_id,
+    trained_context_len,
+)
 
 log = logging.getLogger("minimind.serve")
 
@@ -877,6 +883,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def main(argv=None) -> int:
     import uvicorn
+
     from model.checkpoint import load_model
     from model.runtime import UserError, user_errors
 

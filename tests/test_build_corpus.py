@@ -3,7 +3,6 @@ and the committed dataset/demo/*.jsonl files. Offline and fast (nothing is downl
 import json
 import random
 import re
-import sys
 from pathlib import Path
 
 import pytest

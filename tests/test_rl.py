@@ -17,6 +17,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+from trainer import rl_rewards  # noqa: E402
 from trainer import rl_utils as rl  # noqa: E402
 from trainer import train_grpo  # noqa: E402
 from trainer import train_ppo  # noqa: E402
@@ -122,22 +123,22 @@ def test_gae_matches_hand_computation():
     rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 0.0]])
     values = torch.tensor([[0.5, 0.4, 0.3], [1.0, 0.5, 9.0]])  # 9.0 sits on padding and must not leak in
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    adv, ret = rl.gae(rewards, values, mask, gamma=0.9, lam=0.8)
+    adv, ret = train_ppo.gae(rewards, values, mask, gamma=0.9, lam=0.8)
     # row 0: d2 = 1 - 0.3 = 0.7; d1 = 0.9*0.3 - 0.4 = -0.13, A1 = -0.13 + 0.72*0.7 = 0.374;
     #        d0 = 0.9*0.4 - 0.5 = -0.14, A0 = -0.14 + 0.72*0.374 = 0.12928
     # row 1: the response ends at t=1: d1 = 2 - 0.5 = 1.5; d0 = 0.9*0.5 - 1 = -0.55, A0 = -0.55 + 0.72*1.5 = 0.53
     torch.testing.assert_close(adv, torch.tensor([[0.12928, 0.374, 0.7], [0.53, 1.5, 0.0]]))
     torch.testing.assert_close(ret, torch.tensor([[0.62928, 0.774, 1.0], [1.53, 2.0, 0.0]]))
-    lam1, _ = rl.gae(rewards, values, mask, gamma=1.0, lam=1.0)  # lambda 1: Monte-Carlo return minus value
+    lam1, _ = train_ppo.gae(rewards, values, mask, gamma=1.0, lam=1.0)  # lambda 1: Monte-Carlo return minus value
     torch.testing.assert_close(lam1[0], torch.tensor([1.0, 1.0, 1.0]) - values[0])
 
 
 def test_group_advantages_and_whitening():
-    adv = rl.group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0]), group_size=4)
+    adv = train_grpo.group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0]), group_size=4)
     scale = 0.5 / (0.5 + 1e-4)  # mean 0.5, population std 0.5
     torch.testing.assert_close(adv, torch.tensor([scale, -scale, -scale, scale, 0.0, 0.0, 0.0, 0.0]))
     x, mask = torch.tensor([[1.0, 3.0, 100.0], [5.0, 7.0, 9.0]]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    w = rl.whiten(x, mask)
+    w = train_ppo.whiten(x, mask)
     assert w[0, 2] == 0 and abs(float(rl.masked_mean(w, mask))) < 1e-6
     assert float(rl.masked_mean(w ** 2, mask)) == pytest.approx(1.0, abs=1e-5)
 
@@ -172,7 +173,7 @@ def test_k3_kl_is_exact_in_expectation_and_never_negative():
 
 
 def test_spo_value_tracker_update_and_state():
-    tracker = rl.ValueTracker(rho_min=0.5, rho_max=0.96, d_half=0.06)
+    tracker = train_spo.ValueTracker(rho_min=0.5, rho_max=0.96, d_half=0.06)
     assert tracker.alpha == tracker.beta == 1.0 and tracker.baseline() == 0.0
     assert tracker.update(mean_reward=3.0, mean_logprob=-1.0) == 0.96  # first batch: nothing moved -> rho_max
     assert (tracker.alpha, tracker.beta) == pytest.approx((1.96, 0.96))
@@ -180,7 +181,7 @@ def test_spo_value_tracker_update_and_state():
     assert tracker.update(mean_reward=-3.0, mean_logprob=-1.06) == pytest.approx(0.5)  # moved d_half: 2^-1
     assert (tracker.alpha, tracker.beta) == pytest.approx((0.98, 1.48))
     assert tracker.update(mean_reward=0.0, mean_logprob=5.0) == 0.5  # a big move is clipped to rho_min
-    copy = rl.ValueTracker()
+    copy = train_spo.ValueTracker()
     copy.load_state_dict(json.loads(json.dumps(tracker.state_dict())))
     assert copy.baseline() == tracker.baseline() and copy.last_logprob == 5.0
 
@@ -188,16 +189,16 @@ def test_spo_value_tracker_update_and_state():
 # -------------------------------------------------------------------------------------------------------- rewards
 
 def test_rule_reward_checks_letters_numbers_and_text():
-    assert rl.is_correct("C", "C", "choice") and rl.is_correct("答案是C。", "C", "choice")
-    assert not rl.is_correct("C 或 D", "C", "choice") and not rl.is_correct("Cat", "C", "choice")
-    assert rl.is_correct("8画", "8", "number") and rl.is_correct("8.0", "8", "number")
-    assert not rl.is_correct("8 或 10", "8", "number") and not rl.is_correct("八", "8", "number")
-    assert rl.is_correct(" 周孚。", "周孚", "exact") and not rl.is_correct("周孚孚", "周孚", "exact")
-    rule = rl.RuleReward(SimpleNamespace(reasoning=1, data_path="x.jsonl"), None, None)
+    assert rl_rewards.is_correct("C", "C", "choice") and rl_rewards.is_correct("答案是C。", "C", "choice")
+    assert not rl_rewards.is_correct("C 或 D", "C", "choice") and not rl_rewards.is_correct("Cat", "C", "choice")
+    assert rl_rewards.is_correct("8画", "8", "number") and rl_rewards.is_correct("8.0", "8", "number")
+    assert not rl_rewards.is_correct("8 或 10", "8", "number") and not rl_rewards.is_correct("八", "8", "number")
+    assert rl_rewards.is_correct(" 周孚。", "周孚", "exact") and not rl_rewards.is_correct("周孚孚", "周孚", "exact")
+    rule = rl_rewards.RuleReward(SimpleNamespace(reasoning=1, data_path="x.jsonl"), None, None)
     good = "<think>\n想一想\n</think>\n<answer>\nC\n</answer>"
     assert rule(responses=[good, "<think>\nC\n</think>\nD", "C"], answers=["C"] * 3,
                 answer_types=["choice"] * 3) == [1.0, 0.0, 1.0]  # the <answer> part, else what follows </think>
-    assert rl.format_reward([good, "<think>\nx\n</think>", "plain"]) == [1.0, 0.25, 0.0]
+    assert rl_rewards.format_reward([good, "<think>\nx\n</think>", "plain"]) == [1.0, 0.25, 0.0]
     with pytest.raises(trainer_utils.UserError, match="reference answer"):
         rule(responses=["C"], answers=[""], answer_types=[""])
 
@@ -207,7 +208,7 @@ def test_reward_set_sums_hook_and_format_then_clips(tmp_path):
     hook.write_text("def length_bonus(prompts, responses, answers, answer_types):\n"
                     "    return [10.0 * len(r) for r in responses]\n", encoding="utf-8")
     args = SimpleNamespace(reward="rule", reward_fn=f"{hook}:length_bonus", reasoning=1, data_path="x")
-    rewards = rl.RewardSet(args, None, lambda msg: None)
+    rewards = rl_rewards.RewardSet(args, None, lambda msg: None)
     rollout = SimpleNamespace(prompts=["p"] * 2, responses=["", "<think>\nx\n</think>\n<answer>\nC\n</answer>"],
                               answers=["C", "C"], answer_types=["choice"] * 2, input_ids=torch.zeros(1))
     total, parts = rewards(rollout)
@@ -216,16 +217,16 @@ def test_reward_set_sums_hook_and_format_then_clips(tmp_path):
     for spec, message in [("no_colon", "module:function"), (f"{hook}:missing", "no function missing"),
                           ("not_a_module_xyz:f", "cannot import"), ("absent.py:f", "file not found")]:
         with pytest.raises(trainer_utils.UserError, match=message):
-            rl.load_reward_fn(spec)
+            rl_rewards.load_reward_fn(spec)
 
 
 def test_model_reward_scores_in_batches_and_clips(reward_model_dir):
     args = SimpleNamespace(reward_model_path=str(reward_model_dir), reasoning=0, trust_remote_code=0)
     ctx = trainer_utils.Context(device=torch.device("cpu"), dtype=torch.float32)
-    scorer = rl.ModelReward(args, ctx, lambda msg: None)
+    scorer = rl_rewards.ModelReward(args, ctx, lambda msg: None)
     prompts = ["<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n"
                "<|im_start|>assistant\n"] * 3
-    assert rl.chatml_messages(prompts[0]) == [{"role": "system", "content": "You are a helpful assistant"},
+    assert rl_rewards.chatml_messages(prompts[0]) == [{"role": "system", "content": "You are a helpful assistant"},
                                               {"role": "user", "content": "你好"}]
     responses = ["短", "一个长得多的回答，有好几个词。", "中等长度"]
     batched = torch.tensor(scorer(prompts=prompts, responses=responses))
@@ -255,7 +256,7 @@ def test_bad_reward_model_folders_are_explained(case, tmp_path, reward_model_dir
         (folder / "config.json").write_text(json.dumps(config))
     args = SimpleNamespace(reward_model_path=str(folder), reasoning=0, trust_remote_code=0)
     with pytest.raises(trainer_utils.UserError, match=re.escape(expect)):
-        rl.ModelReward(args, trainer_utils.Context(device=torch.device("cpu"), dtype=torch.float32), print)
+        rl_rewards.ModelReward(args, trainer_utils.Context(device=torch.device("cpu"), dtype=torch.float32), print)
 
 
 # ---------------------------------------------------------------------------------------------- rollouts, log-probs
@@ -369,7 +370,7 @@ def test_spo_script_with_a_reward_model_and_tracker_resume(warm, reward_model_di
     # one prompt batch per step now, so the logged baseline is the saved tracker's
     out = run_in_process(train_spo, capsys, *common, "--max_steps", 3, "--from_resume", 1, "--accumulation_steps", 1)
     first_baseline = float(re.search(r"step 3/3 .* baseline (-?[0-9.]+)", out).group(1))
-    expected = rl.ValueTracker()
+    expected = train_spo.ValueTracker()
     expected.load_state_dict(tracker)
     assert first_baseline == pytest.approx(expected.baseline(), abs=1e-4)  # continues from the saved tracker
 

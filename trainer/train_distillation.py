@@ -19,10 +19,17 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from trainer.trainer_utils import (build_parser, load_frozen_model, pick_data_path, start_stage, train, unwrap,
-                           UserError, user_errors)
-
 from dataset.lm_dataset import SFTDataset
+from trainer.trainer_utils import (
+    UserError,
+    build_parser,
+    load_frozen_model,
+    pick_data_path,
+    start_stage,
+    train,
+    unwrap,
+    user_errors,
+)
 
 
 def get_parser():

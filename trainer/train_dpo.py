@@ -20,10 +20,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from trainer.trainer_utils import (build_parser, label_logprobs, load_frozen_model, pick_data_path, reduce_logprobs,
-                           start_stage, train, unwrap, user_errors)
-
 from dataset.lm_dataset import DPODataset
+from trainer.trainer_utils import (
+    build_parser,
+    label_logprobs,
+    load_frozen_model,
+    pick_data_path,
+    reduce_logprobs,
+    start_stage,
+    train,
+    unwrap,
+    user_errors,
+)
 
 
 def get_parser():

@@ -8,9 +8,8 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     from pathlib import Path
     _here = Path(__file__).resolve().parent
     sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
-from trainer.trainer_utils import build_parser, causal_lm_loss, pick_data_path, start_stage, train, user_errors
-
 from dataset.lm_dataset import SFTDataset
+from trainer.trainer_utils import build_parser, causal_lm_loss, pick_data_path, start_stage, train, user_errors
 
 
 def get_parser():

@@ -13,9 +13,20 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     from pathlib import Path
     _here = Path(__file__).resolve().parent
     sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
-from trainer.trainer_utils import Trainer, UserError, user_errors
+import torch
 
 from trainer import rl_utils as rl
+from trainer.trainer_utils import Trainer, UserError, user_errors
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """(r - mean of its group) / (std of its group + eps) for consecutive groups of `group_size` samples.
+
+    A group whose samples all scored the same gets advantage 0: it carries no signal about which is better.
+    """
+    groups = rewards.view(-1, group_size)
+    mean, std = groups.mean(1, keepdim=True), groups.std(1, keepdim=True, unbiased=False)
+    return ((groups - mean) / (std + eps)).view(-1)
 
 
 def get_parser():
@@ -42,7 +53,7 @@ def main(argv=None):
 
         def make_rollout(batch):
             rollout = rl.collect_rollout(trainer, batch, tokenizer, args, args.num_generations, reward, ref)
-            rollout.advantages = rl.group_advantages(rollout.rewards, args.num_generations)
+            rollout.advantages = group_advantages(rollout.rewards, args.num_generations)
             return rollout
 
         def grpo_loss(rollout, iteration):

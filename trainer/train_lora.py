@@ -13,11 +13,21 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     from pathlib import Path
     _here = Path(__file__).resolve().parent
     sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
-from trainer.trainer_utils import (build_parser, causal_lm_loss, pick_data_path, repo_path, save_weights, start_stage,
-                           train, unwrap, user_errors, weight_path, weight_stem)
-
 from dataset.lm_dataset import SFTDataset
 from model.model_lora import apply_lora, lora_parameters, merge_lora, save_lora
+from trainer.trainer_utils import (
+    build_parser,
+    causal_lm_loss,
+    pick_data_path,
+    repo_path,
+    save_weights,
+    start_stage,
+    train,
+    unwrap,
+    user_errors,
+    weight_path,
+    weight_stem,
+)
 
 
 def get_parser():

@@ -15,10 +15,8 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import torch
 
-from trainer.trainer_utils import (build_parser, label_logprobs, pick_data_path, start_stage, train, unwrap,
-                           user_errors)
-
 from dataset.lm_dataset import SFTDataset
+from trainer.trainer_utils import build_parser, label_logprobs, pick_data_path, start_stage, train, unwrap, user_errors
 
 REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 

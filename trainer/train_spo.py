@@ -15,9 +15,48 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     _here = Path(__file__).resolve().parent
     sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import torch
-from trainer.trainer_utils import Trainer, user_errors
 
 from trainer import rl_utils as rl
+from trainer.rl_rewards import REWARD_CLIP
+from trainer.trainer_utils import Trainer, user_errors
+
+
+class ValueTracker:
+    """SPO's baseline: a Beta(alpha, beta) estimate of the expected reward, decayed faster when the policy moves.
+
+    Rewards are mapped from [-3, 3] onto [0, 1]; each batch adds its mean as alpha += p, beta += 1 - p after
+    decaying both by rho = 2^(-D / d_half), clipped to [rho_min, rho_max], where D is how far the mean response
+    log-prob moved since the previous batch (rho_max when nothing moved). At rho = 0.96 the tracker remembers
+    about 1 / (1 - 0.96) = 25 batches; at 0.5, 2. It starts at alpha = beta = 0.5 / (1 - rho_min) (baseline 0).
+    """
+
+    def __init__(self, rho_min: float = 0.5, rho_max: float = 0.96, d_half: float = 0.06):
+        self.rho_min, self.rho_max, self.d_half = rho_min, rho_max, d_half
+        self.alpha = self.beta = 0.5 / (1.0 - rho_min)
+        self.last_logprob = None
+
+    def baseline(self) -> float:
+        """Expected reward in reward units."""
+        return (self.alpha / (self.alpha + self.beta)) * 2 * REWARD_CLIP - REWARD_CLIP
+
+    def rho(self, mean_logprob: float) -> float:
+        moved = 0.0 if self.last_logprob is None else abs(mean_logprob - self.last_logprob)
+        return min(max(2 ** (-moved / self.d_half), self.rho_min), self.rho_max)
+
+    def update(self, mean_reward: float, mean_logprob: float) -> float:
+        """Fold in one batch (means over all ranks, see `global_mean`); returns the rho used."""
+        rho = self.rho(mean_logprob)
+        p = (min(max(mean_reward, -REWARD_CLIP), REWARD_CLIP) + REWARD_CLIP) / (2 * REWARD_CLIP)
+        self.alpha = rho * self.alpha + p
+        self.beta = rho * self.beta + (1 - p)
+        self.last_logprob = mean_logprob
+        return rho
+
+    def state_dict(self) -> dict:
+        return {"alpha": self.alpha, "beta": self.beta, "last_logprob": self.last_logprob}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.alpha, self.beta, self.last_logprob = state["alpha"], state["beta"], state["last_logprob"]
 
 
 def get_parser():
@@ -36,7 +75,7 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     with user_errors():
         ctx, log, model, tokenizer, dataset, reward, ref = rl.start_rl_stage(args)
-        tracker = rl.ValueTracker(args.rho_min, args.rho_max, args.d_half)
+        tracker = ValueTracker(args.rho_min, args.rho_max, args.d_half)
         trainer = Trainer(args, ctx, model, dataset, dataset.collate, log, extra_state={"value_tracker": tracker})
         rl.log_run(args, log, beta=args.beta, rho=f"[{args.rho_min}, {args.rho_max}]")
 

@@ -24,13 +24,39 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
-from model.checkpoint import (SIDECAR_CONFIG_KEYS, TOKENIZER_DIR, atomic_save, atomic_write_json,  # noqa: F401
-                              atomic_write_text, ensure_writable_dir, jsonable, load_tokenizer, load_weights,
-                              read_sidecar, resume_path, save_weights, sidecar_path, stage_script, unwrap,
-                              weight_path, weight_stem)
+from model.checkpoint import (  # noqa: F401
+    SIDECAR_CONFIG_KEYS,
+    TOKENIZER_DIR,
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
+    ensure_writable_dir,
+    jsonable,
+    load_tokenizer,
+    load_weights,
+    read_sidecar,
+    resume_path,
+    save_weights,
+    sidecar_path,
+    stage_script,
+    unwrap,
+    weight_path,
+    weight_stem,
+)
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters, gather_logprobs
-from model.runtime import (DTYPES, ROOT, Context, UserError, detect_device_type, display_path,  # noqa: F401
-                           init_distributed_mode, npu_available, repo_path, user_errors)
+from model.runtime import (  # noqa: F401
+    DTYPES,
+    ROOT,
+    Context,
+    UserError,
+    detect_device_type,
+    display_path,
+    init_distributed_mode,
+    npu_available,
+    repo_path,
+    user_errors,
+)
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
