@@ -9,6 +9,7 @@ State-dict keys and shapes are exactly MiniMind2's: a 512/8 dense model has 75 k
 """
 import math
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
@@ -19,6 +20,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, Pret
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
+
+@dataclass
+class MiniMindCausalLMOutput(MoeCausalLMOutputWithPast):
+    """transformers' MoE causal-LM output plus the per-token log-probs the trainers use."""
+    token_logprobs: Optional[torch.FloatTensor] = None
+
 
 # transformers 5.24 renamed the KV cache argument and output field from `past_key_values` to `cache` (5.0-5.23 use
 # the old name; the new versions still accept it but log a deprecation line, which ended up inside chat answers).
@@ -512,11 +519,16 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 labels=None, use_cache=False, logits_to_keep: Union[int, torch.Tensor] = 0,
-                inputs_embeds=None, cache=None, **kwargs) -> MoeCausalLMOutputWithPast:
+                inputs_embeds=None, cache=None, logprob_len: int = 0, **kwargs) -> "MiniMindCausalLMOutput":
         """`labels` are the input ids themselves (-100 = ignore); the shift by one happens here, as in HF models.
 
         The KV cache comes as `past_key_values` (transformers < 5.24, our Engine) or `cache` (transformers >= 5.24).
 
+        Per-token log-probs, the one computation SFT, DPO, reasoning SFT and RL share (`token_logprobs` of the output):
+        - with `labels`: log p(labels[:, t+1] | ids[:, :t+1]) for t < T-1, 0 where the label is -100; `loss` is
+          their negated mean over labelled tokens (0, not NaN, when none is labelled);
+        - with `logprob_len=n`: log p of the last n input tokens given what precedes each, computing logits for the
+          last n + 1 positions only (RL scores a response this way without the prompt's vocab-sized rows).
         `loss` is the token cross-entropy only; MoE models report the load-balancing term in `aux_loss`
         (zero for dense models and in eval mode), which the trainers add.
         """
@@ -524,29 +536,27 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
             past_key_values = cache
         hidden, past_key_values, aux_loss = self.model(input_ids, attention_mask, position_ids, past_key_values,
                                                        use_cache, inputs_embeds)
+        if labels is None and logprob_len > 0:
+            logits_to_keep = logprob_len + 1
         if labels is None and isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]
         elif labels is None and isinstance(logits_to_keep, torch.Tensor):
             hidden = hidden[:, logits_to_keep]
         logits = self.lm_head(hidden)
-        loss = None
+        loss = logprobs = None
         if labels is not None:
-            # Mean over labelled tokens; a batch with none (e.g. a truncated SFT row) gives 0, not 0/0 = NaN.
-            targets = labels[:, 1:].reshape(-1)
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets,
-                                   ignore_index=-100, reduction="sum") / (targets != -100).sum().clamp(min=1)
-        return MoeCausalLMOutputWithPast(loss=loss, aux_loss=aux_loss, logits=logits,
-                                         **{CACHE_FIELD: past_key_values if use_cache else None})
+            targets = labels[:, 1:]
+            labelled = targets != -100
+            logprobs = gather_logprobs(logits[:, :-1], targets.clamp(min=0)) * labelled
+            loss = -logprobs.sum() / labelled.sum().clamp(min=1)
+        elif logprob_len > 0:
+            logprobs = gather_logprobs(logits[:, :-1], input_ids[:, -logprob_len:])
+        return MiniMindCausalLMOutput(loss=loss, aux_loss=aux_loss, logits=logits, token_logprobs=logprobs,
+                                      **{CACHE_FIELD: past_key_values if use_cache else None})
 
-    def token_logprobs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                       temperature: float = 1.0) -> torch.Tensor:
-        """log p(input_ids[:, t+1] | input_ids[:, :t+1]) for every t: shape [B, T-1].
-
-        The one place DPO, PPO, GRPO, SPO and distillation get per-token log-probs from; mask the result
-        with the (shifted) label mask to reduce per sequence.
-        """
-        logits = self(input_ids, attention_mask=attention_mask).logits[:, :-1]
-        return gather_logprobs(logits / temperature if temperature != 1.0 else logits, input_ids[:, 1:])
+    def token_logprobs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """log p(input_ids[:, t+1] | input_ids[:, :t+1]) for every t: shape [B, T-1] (mask it to reduce)."""
+        return self(input_ids, attention_mask=attention_mask, logprob_len=input_ids.shape[1] - 1).token_logprobs
 
 
 def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

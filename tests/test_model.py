@@ -365,3 +365,23 @@ def test_loss_is_zero_not_nan_when_nothing_is_labelled():
     x = torch.randint(3, 6400, (2, 6))
     loss = model(x, labels=torch.full_like(x, -100)).loss
     assert loss.item() == 0.0
+
+
+def test_forward_token_logprobs_are_the_loss_and_match_a_full_log_softmax():
+    """One computation for SFT, DPO, reasoning SFT and RL: the forward's token_logprobs."""
+    torch.manual_seed(0)
+    model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2)).eval()
+    ids = torch.randint(3, 6400, (2, 12))
+    labels = ids.clone()
+    labels[0, :5] = -100  # a prompt that is not trained on
+    out = model(ids, labels=labels)
+    full = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    mask = labels[:, 1:] != -100
+    torch.testing.assert_close(out.token_logprobs, full * mask)
+    torch.testing.assert_close(out.loss, -(full * mask).sum() / mask.sum())
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(
+        out.logits[:, :-1].reshape(-1, 6400).float(), labels[:, 1:].reshape(-1), ignore_index=-100))
+    tail = model(ids, logprob_len=4)
+    assert tail.logits.shape[1] == 5  # only the positions that predict the last 4 tokens (+1 for the shift)
+    torch.testing.assert_close(tail.token_logprobs, full[:, -4:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.token_logprobs(ids), full, atol=1e-5, rtol=1e-5)

@@ -20,7 +20,6 @@ import torch.distributed as dist
 
 from dataset.lm_dataset import RLAIFDataset
 from model.engine import Engine, SamplingParams
-from model.model_minimind import gather_logprobs
 from trainer.rl_rewards import REWARDS, RewardSet
 from trainer.trainer_utils import (
     Trainer,
@@ -204,13 +203,11 @@ def response_logprobs(model, rollout: Rollout):
 
     The one place the RL stages get log-probs from (policy with grad, old policy and reference without). It
     calls the model itself (through DDP when wrapped, so gradients synchronise) and keeps only the R + 1 last
-    positions' logits: for prompt 66 + response 1536 tokens that is 4% fewer vocab-sized rows than the full
+    positions' logits (`logprob_len`): for prompt 66 + response 1536 tokens that is 4% fewer vocab-sized rows than the full
     sequence. Zeroed padding keeps exp()/ratios of masked positions finite, so no NaN reaches the gradients.
     """
-    r = rollout.response_len
-    out = model(rollout.input_ids, attention_mask=rollout.attention_mask, logits_to_keep=r + 1)
-    logprobs = gather_logprobs(out.logits[:, :-1], rollout.input_ids[:, -r:])
-    return logprobs * rollout.response_mask, out.aux_loss
+    out = model(rollout.input_ids, attention_mask=rollout.attention_mask, logprob_len=rollout.response_len)
+    return out.token_logprobs * rollout.response_mask, out.aux_loss
 
 
 def score_rollout(rollout: Rollout, reward: RewardSet) -> None:

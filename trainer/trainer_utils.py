@@ -43,7 +43,7 @@ from model.checkpoint import (  # noqa: F401
     weight_path,
     weight_stem,
 )
-from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters, gather_logprobs
+from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters
 from model.runtime import (  # noqa: F401
     DTYPES,
     ROOT,
@@ -324,6 +324,7 @@ class Trainer:
         self.fpt = flops_per_token(model, args.max_seq_len)
         self.tokens, self.timer, self.t_start, self.step_at_start = 0, None, time.perf_counter(), self.step
         self.bar = None
+        self.loss_ema, self.ema_weight = 0.0, 0.0
         if ctx.is_main and sys.stderr.isatty():  # a live bar (stderr) for people; plain lines (stdout) always
             from tqdm import tqdm
             self.bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True)
@@ -407,9 +408,13 @@ class Trainer:
         final = self.done
         if self.bar is not None:
             self.bar.update(1)
+        # exponential moving average of the loss (0.9 per step, bias-corrected): the trend under a noisy loss
+        loss = loss.detach() if torch.is_tensor(loss) else loss
+        self.loss_ema = 0.9 * self.loss_ema + 0.1 * loss
+        self.ema_weight = 0.9 * self.ema_weight + 0.1
         if self.ctx.is_main and (self.step % self.args.log_interval == 0 or final):
-            self._log_line(float(loss.detach()) if torch.is_tensor(loss) else float(loss),
-                           {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()})
+            smooth = float(self.loss_ema / self.ema_weight)
+            self._log_line(float(loss), {**{k: float(v) for k, v in parts.items()}, "loss_smooth": smooth})
         if self.step % self.args.save_interval == 0 or final:
             self.save()
 
@@ -494,15 +499,21 @@ def train(args, ctx: Context, model, dataset, loss_fn: Callable, collate_fn=None
     its tokens), `parts` are floats to log. The final step is always saved.
     """
     trainer = Trainer(args, ctx, model, dataset, collate_fn, log, **trainer_kwargs)
+    group_loss, group_parts = 0.0, {}
     for batch, group_size, last_micro in trainer.micro_batches():
         with trainer.no_sync(last_micro):
             with ctx.autocast():
                 loss, parts = loss_fn(trainer.train_model, batch)
             trainer.backward(loss / group_size)
         trainer.count_tokens(_count_tokens(batch))
+        # the logged loss is the mean over the accumulation group, kept on the device (no host sync per micro-batch)
+        group_loss = group_loss + loss.detach() / group_size
+        for k, v in parts.items():
+            group_parts[k] = group_parts.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v) / group_size
         if last_micro:
             trainer.optimizer_step()
-            trainer.after_step(loss, parts)
+            trainer.after_step(group_loss, group_parts)
+            group_loss, group_parts = 0.0, {}
     trainer.finish()
     return trainer
 
@@ -538,17 +549,14 @@ def causal_lm_loss(model, batch):
 
 
 def label_logprobs(model, input_ids, labels, attention_mask=None):
-    """Per-token log-probs of the labelled next tokens, through the (DDP-wrapped) model's own forward.
+    """Per-token log-probs of the labelled next tokens from the (DDP-wrapped) model's own forward.
 
     Returns (logp [B, T-1], mask [B, T-1] float, aux_loss): mask is 1 where labels[:, 1:] is a trained token
-    (assistant tokens in chat data). Going through `model(...)` rather than `token_logprobs` keeps DDP's gradient
-    hooks and the MoE aux loss; the log-softmax itself is model_minimind.gather_logprobs, shared with RL.
+    (assistant tokens in chat data), logp is 0 elsewhere. Calling `model(...)` keeps DDP's gradient hooks and the
+    MoE aux loss; the log-probs are the forward's `token_logprobs`, the same numbers its `loss` is made of.
     """
-    out = model(input_ids, attention_mask=attention_mask)
-    targets = labels[:, 1:]
-    mask = (targets != -100).float()
-    logp = gather_logprobs(out.logits[:, :-1], input_ids[:, 1:])
-    return logp * mask, mask, out.aux_loss
+    out = model(input_ids, attention_mask=attention_mask, labels=labels)
+    return out.token_logprobs, (labels[:, 1:] != -100).float(), out.aux_loss
 
 
 def reduce_logprobs(logp: torch.Tensor, mask: torch.Tensor, how: str = "mean") -> torch.Tensor:
