@@ -29,7 +29,7 @@ class Completion:
     prompt_index: int
     sample_index: int
     token_ids: list = field(default_factory=list)
-    finish_reason: str = "length"  # "stop" when a stop id was produced (the stop id is not included)
+    finish_reason: str = "length"  # "stop": a stop id was produced (not included); "cancelled"
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -64,6 +64,43 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, seen: Optional[tor
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+@dataclass
+class Step:
+    """What one decoding step produced: `tokens` [(row, token_id)] for rows still running, and `finished`
+    [(row, reason)] for rows that ended at this step: "stop" (a stop id, which is not yielded), "length"
+    (max_new_tokens reached; its last token is in `tokens` of the same step) or "cancelled"."""
+    tokens: list = field(default_factory=list)
+    finished: list = field(default_factory=list)
+
+    def __iter__(self):  # `for row, token_id in step` reads the tokens
+        return iter(self.tokens)
+
+
+class Decoding:
+    """A running `Engine.stream`: iterate it for `Step`s; `cancel(row)` ends a row before the next step.
+
+    Ended rows (stopped, at their length, cancelled) leave the decode batch: the KV cache and per-row state are
+    compacted to the rows still running, so a batch costs what its live rows cost, not its longest row.
+    """
+
+    def __init__(self, engine: "Engine", prompts, params: "SamplingParams", num_samples: int):
+        self._cancelled = set()
+        self.forward_rows = []  # rows in each forward pass (prefill first): what cancelling saves is visible here
+        self._gen = engine._decode(prompts, params, num_samples, self._cancelled, self.forward_rows)
+
+    def cancel(self, row: int) -> None:
+        self._cancelled.add(row)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Step:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+
+
 class Engine:
     def __init__(self, model, eos_token_id: Optional[int] = None, pad_token_id: int = 0):
         self.model = model
@@ -74,17 +111,23 @@ class Engine:
     def device(self):
         return next(self.model.parameters()).device
 
-    @torch.inference_mode()
     def stream(self, prompts: Sequence[Sequence[int]], params: Optional[SamplingParams] = None,
-               num_samples: int = 1) -> Iterator[list]:
-        """Yield, after every decoding step, a list of (row, token_id) for the rows still running.
-
-        Row r belongs to prompt r // num_samples. A row stops at its first stop id (not yielded) or after
-        max_new_tokens; the generator ends when every row has stopped.
+               num_samples: int = 1) -> Decoding:
+        """Decode every prompt (num_samples rows each; row r belongs to prompt r // num_samples), one `Step` per
+        decoding step, until every row has finished; each row's end comes as a (row, reason) in `Step.finished`.
         """
         params = params or SamplingParams()
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        longest = max(len(p) for p in prompts)
+        if longest + params.max_new_tokens > self.model.config.max_position_embeddings:
+            raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
+                             f"max_position_embeddings {self.model.config.max_position_embeddings}")
+        return Decoding(self, prompts, params, num_samples)
+
+    @torch.inference_mode()
+    def _decode(self, prompts, params: SamplingParams, num_samples: int, cancelled: set,
+                forward_rows: list) -> Iterator[Step]:
         model, device = self.model, self.device
         stop_ids = torch.tensor(list(params.stop_ids) if params.stop_ids is not None else [self.eos_token_id],
                                 device=device)
@@ -94,9 +137,6 @@ class Engine:
 
         n_prompts, longest = len(prompts), max(len(p) for p in prompts)
         total = longest + params.max_new_tokens
-        if total > model.config.max_position_embeddings:
-            raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
-                             f"max_position_embeddings {model.config.max_position_embeddings}")
         ids = torch.full((n_prompts, longest), self.pad_token_id, dtype=torch.long, device=device)
         mask = torch.zeros((n_prompts, total), dtype=torch.long, device=device)
         for i, p in enumerate(prompts):
@@ -107,6 +147,7 @@ class Engine:
         dtype = next(model.parameters()).dtype
         cache = StaticKVCache(model.config, n_prompts, total, device=device, dtype=dtype)
         positions = (mask[:, :longest].cumsum(-1) - 1).clamp(min=0)
+        forward_rows.append(n_prompts)
         logits = model(ids, attention_mask=mask[:, :longest] if padded else None, position_ids=positions,
                        past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
 
@@ -122,22 +163,44 @@ class Engine:
             seen = torch.zeros(rows, logits.shape[-1], dtype=torch.bool, device=device)
             seen.scatter_(1, ids, mask[:, :longest].bool())
         next_pos = positions[:, -1] + 1
-        running = torch.ones(rows, dtype=torch.bool, device=device)
+        live = list(range(rows))  # batch index -> row id of the rows still decoding
 
         for step in range(params.max_new_tokens):
             token = sample_next(logits, params, seen, generator)
-            stopped = torch.isin(token, stop_ids)
-            emitted = running & ~stopped
-            out = [(r, t) for r, (t, e) in enumerate(zip(token.tolist(), emitted.tolist())) if e]
-            running = emitted
-            if out:
-                yield out
-            if not out or step == params.max_new_tokens - 1:
+            stopped = torch.isin(token, stop_ids).tolist()  # the one host sync per step
+            out = Step()
+            for b, (r, t, s) in enumerate(zip(live, token.tolist(), stopped)):
+                if r in cancelled:
+                    out.finished.append((r, "cancelled"))
+                elif s:
+                    out.finished.append((r, "stop"))
+                else:
+                    out.tokens.append((r, t))
+                    if step == params.max_new_tokens - 1:
+                        out.finished.append((r, "length"))
+            yield out
+            if step == params.max_new_tokens - 1:
                 return
+            ended = {r for r, _ in out.finished}
+            late = [r for r in live if r in cancelled and r not in ended]  # cancelled while this step was out
+            if late:
+                yield Step(finished=[(r, "cancelled") for r in late])
+                ended.update(late)
+            keep = [b for b, r in enumerate(live) if r not in ended]
+            if not keep:
+                return
+            if len(keep) < len(live):  # drop ended rows from the batch: their compute stops here
+                index = torch.tensor(keep, device=device)
+                cache.select_rows(index)
+                token, mask, next_pos = token[index], mask[index], next_pos[index]
+                seen = seen[index] if seen is not None else None
+                live = [live[b] for b in keep]
+                padded = True  # rows of different lengths may remain; the mask handles any mix
             if seen is not None:
-                seen[torch.arange(rows, device=device), token] = True
+                seen[torch.arange(len(live), device=device), token] = True
             cur = longest + step
-            mask[:, cur] = 1  # finished rows keep decoding garbage that is never yielded; rows do not interact
+            mask[:, cur] = 1
+            forward_rows.append(len(live))
             logits = model(token[:, None], attention_mask=mask[:, :cur + 1] if padded else None,
                            position_ids=next_pos[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
             next_pos = next_pos + 1
@@ -148,14 +211,12 @@ class Engine:
 
         `on_token(row, token_id)` is called for each produced token, for streaming output.
         """
-        params = params or SamplingParams()
         rows = [Completion(i // num_samples, i % num_samples) for i in range(len(prompts) * num_samples)]
         for step in self.stream(prompts, params, num_samples):
-            for r, t in step:
+            for r, t in step.tokens:
                 rows[r].token_ids.append(t)
                 if on_token is not None:
                     on_token(r, t)
-        for c in rows:
-            if len(c.token_ids) < params.max_new_tokens:
-                c.finish_reason = "stop"
+            for r, reason in step.finished:
+                rows[r].finish_reason = reason
         return rows

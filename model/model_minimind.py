@@ -428,6 +428,11 @@ class StaticKVCache:
             self.length = end
         return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
 
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Keep only these batch rows (finished rows leave the decode batch)."""
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+
     def repeat_interleave(self, n: int) -> None:
         """Give each row n copies, e.g. to decode n samples from one prefilled prompt."""
         self.keys = [k.repeat_interleave(n, dim=0) for k in self.keys]

@@ -11,7 +11,7 @@ How it runs: one worker thread owns the model and the shared `model.engine.Engin
 the worker takes every waiting request that can share a decoding batch (same sampling settings), left-pads their
 prompts into one `Engine.stream` call and hands each new token to its request's asyncio queue. The request side
 turns tokens into whole characters, cuts at `stop` strings and splits `<think>` / `<tool_call>` out of the text
-(scripts/chat_protocol.py). A request whose client disconnects is flagged and the worker stops decoding it at the
+(model/chat_protocol.py). A request whose client disconnects is flagged and the worker stops decoding it at the
 next step; a batch whose requests are all gone ends at once. Requests arriving while a batch decodes wait for it.
 """
 if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
@@ -436,35 +436,31 @@ class BatchWorker(threading.Thread):
         stream = self.engine.stream([job.prompt_ids for job, _ in rows], params)
         try:
             for step in stream:
-                produced = dict(step)
-                for job in batch:  # requests whose client left, or whose rows the request side ended
-                    mine = [r for r, (j, _) in enumerate(rows) if j is job and live[r]]
-                    if mine and job.cancelled:
-                        log.info("request %s: client disconnected; stopped decoding after %d tokens",
-                                 job.request_id, max(counts[r] for r in mine))
-                    for r in mine:
-                        if job.cancelled or job.rows_done[rows[r][1]]:
-                            live[r] = False
                 per_job: Dict[Job, list] = {}
+                for r, token_id in step.tokens:
+                    if live[r]:
+                        counts[r] += 1
+                        per_job.setdefault(rows[r][0], []).append((rows[r][1], token_id))
+                for job, tokens in per_job.items():
+                    job.send(("tokens", tokens))
+                for r, reason in step.finished:  # the engine's own reasons: stop id, length, or our cancel
+                    if live[r]:
+                        end_row(r, "length" if reason == "cancelled" else reason)
                 for r, (job, i) in enumerate(rows):
                     if not live[r]:
                         continue
-                    if r not in produced:  # the engine stopped the row: it produced the eos id
-                        end_row(r, "stop")
-                        continue
-                    counts[r] += 1
-                    per_job.setdefault(job, []).append((i, produced[r]))
-                for job, tokens in per_job.items():
-                    job.send(("tokens", tokens))
-                for r, (job, i) in enumerate(rows):
-                    if live[r] and counts[r] >= job.max_tokens:
+                    if job.cancelled or job.rows_done[i]:  # the client left, or the request side ended the row
+                        if job.cancelled and r == min(q for q, (j, _) in enumerate(rows) if j is job):
+                            log.info("request %s: client disconnected; stopped decoding after %d tokens",
+                                     job.request_id, counts[r])
+                        live[r] = False
+                        stream.cancel(r)
+                    elif counts[r] >= job.max_tokens:  # this request's own max_tokens (the batch runs to the largest)
                         end_row(r, "length")
+                        stream.cancel(r)
                 self.running_jobs = len({id(rows[r][0]) for r in range(len(rows)) if live[r]})
                 if not any(live):
                     break
-            for r, (job, i) in enumerate(rows):  # the engine ended: eos on its last step, or max_new_tokens
-                if live[r]:
-                    end_row(r, "length" if counts[r] >= job.max_tokens else "stop")
         except Exception as e:  # report to every request of the batch and keep serving
             log.exception("decoding failed")
             for job in batch:

@@ -385,3 +385,46 @@ def test_forward_token_logprobs_are_the_loss_and_match_a_full_log_softmax():
     assert tail.logits.shape[1] == 5  # only the positions that predict the last 4 tokens (+1 for the shift)
     torch.testing.assert_close(tail.token_logprobs, full[:, -4:], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model.token_logprobs(ids), full, atol=1e-5, rtol=1e-5)
+
+
+def test_engine_reports_finish_reasons_and_drops_finished_rows():
+    torch.manual_seed(0)
+    model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2)).eval()
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    free = Engine(model).generate(prompts, SamplingParams(max_new_tokens=6, temperature=0, stop_ids=[]))
+    stop = free[1].token_ids[2]  # row 1 meets this id at its 3rd token (rows 0 and 2 may too, earlier or later)
+    decoding = Engine(model).stream(prompts, SamplingParams(max_new_tokens=6, temperature=0, stop_ids=[stop]))
+    tokens, finished = {r: [] for r in range(3)}, {}
+    for step in decoding:
+        for r, t in step.tokens:
+            tokens[r].append(t)
+        for r, reason in step.finished:
+            assert r not in finished, "a row finishes once"
+            finished[r] = reason
+    for r in range(3):
+        expect = free[r].token_ids[:free[r].token_ids.index(stop)] if stop in free[r].token_ids else free[r].token_ids
+        assert tokens[r] == expect  # greedy output unchanged by rows leaving the batch
+        assert finished[r] == ("stop" if stop in free[r].token_ids else "length")
+    # one prefill of 3 rows, then one forward per step with only the rows still running
+    ends = [len(tokens[r]) if finished[r] == "stop" else 5 for r in range(3)]  # the step each row ended at
+    assert min(ends) < 5  # at least one row leaves early, so the batch shrinks
+    running = [sum(e >= k for e in ends) for k in range(1, 6)]
+    assert decoding.forward_rows == [3] + [n for n in running if n]
+
+
+def test_cancelling_a_row_stops_its_decoding_at_once():
+    torch.manual_seed(0)
+    model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2)).eval()
+    decoding = Engine(model).stream([[5, 6, 7], [8, 9, 10]], SamplingParams(max_new_tokens=8, temperature=0,
+                                                                            stop_ids=[]))
+    counts, finished = [0, 0], {}
+    for step in decoding:
+        for r, _ in step.tokens:
+            counts[r] += 1
+        finished.update(dict(step.finished))
+        if counts[0] == 2 and 0 not in finished:
+            decoding.cancel(0)
+    assert counts == [2, 8] and finished == {0: "cancelled", 1: "length"}
+    assert decoding.forward_rows == [2, 2] + [1] * 6  # prefill, step 2 with both, then row 1 alone
+    got = Engine(model).generate([[5, 6, 7]], SamplingParams(max_new_tokens=4, temperature=0, stop_ids=[]))[0]
+    assert got.finish_reason == "length" and len(got.token_ids) == 4
