@@ -15,7 +15,7 @@ import sys
 import time
 
 from model.chat_protocol import IncrementalDecoder, read_questions
-from model.checkpoint import info, is_native, load_model
+from model.checkpoint import add_model_args, info, is_native, load_model
 from model.engine import Engine, SamplingParams
 from model.runtime import UserError, user_errors
 
@@ -52,26 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("mode", nargs="?", default="auto", choices=["auto", "chat"],
         help="auto = 回答一组固定问题后退出 / answer a fixed prompt set and exit; chat = 交互对话 / interactive chat")
-    add("--weight", default="full_sft", help="权重阶段名 / stage name of the weights: out/{weight}_{hidden}[_moe].pth")
-    add("--save_dir", default="out", help="权重目录 / folder with the .pth weights and their .json sidecars")
-    add("--load_from", default=None,
-        help="transformers 模型目录（代替 .pth）/ a Hugging Face folder loaded with from_pretrained instead of "
-             "a .pth ('model' = the native .pth, MiniMind's spelling)")
-    add("--trust_remote_code", type=int, default=0, choices=[0, 1],
-        help="1 = 允许 --load_from 目录里的自定义代码 / run custom code shipped in the --load_from folder")
-    add("--lora_weight", default=None,
-        help="LoRA 适配器名或路径，合并进模型 / adapter name under {save_dir}/lora/ (lora_identity -> "
-             "lora/lora_identity_{hidden}[_moe]/) or a folder path; merged into the model")
-    add("--hidden_size", type=int, default=None, help="模型宽度，默认读 sidecar / model width; default: from the sidecar")
-    add("--num_hidden_layers", type=int, default=None, help="层数，默认读 sidecar / blocks; default: from the sidecar")
-    add("--use_moe", type=int, default=None, choices=[0, 1], help="1 = MoE；默认读 sidecar / default: from the sidecar")
-    add("--inference_rope_scaling", type=int, nargs="?", const=1, default=0, choices=[0, 1],
-        help="1 = YaRN 外推长上下文 / YaRN RoPE scaling (2048 trained positions x16) for long contexts")
+    add_model_args(p)
+    add = p.add_argument_group("generation / 生成").add_argument
     add("--temperature", type=float, default=0.85, help="采样温度，0 = 贪心 / sampling temperature, 0 = greedy")
     add("--top_p", type=float, default=0.85, help="nucleus 采样阈值 / nucleus sampling mass")
     add("--max_new_tokens", type=int, default=512, help="每次回答的最大新 token 数 / max tokens per answer")
     add("--seed", type=int, default=None, help="随机种子（每个回答相同）/ sampling seed for every answer; default random")
-    add("--device", default=None, help="npu[:i] / cuda[:i] / mps / cpu；默认自动 / default: auto (NPU > CUDA > MPS > CPU)")
     add("--historys", type=int, default=0, help="chat 模式保留的历史轮数 / past turns kept as context in chat mode")
     add("--show_speed", type=int, default=1, choices=[0, 1],
         help="1 = 每次回答后显示速度 / print [N tokens, X tokens/s] after each answer (prefill included)")

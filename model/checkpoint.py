@@ -201,6 +201,27 @@ def stage_script(stage: str) -> str:
 
 # ------------------------------------------------------------------------------------------ finding and loading
 
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The flags that choose the model to run (eval_llm.py, the API server): what `load_model` reads."""
+    add = p.add_argument_group("model / 模型").add_argument
+    add("--weight", default="full_sft", help="权重阶段名 / stage name of the weights: out/{weight}_{hidden}[_moe].pth")
+    add("--save_dir", default="out", help="权重目录 / folder with the .pth weights and their .json sidecars")
+    add("--load_from", default=None,
+        help="transformers 模型目录（代替 .pth）/ a Hugging Face folder loaded with from_pretrained instead of "
+             "a .pth ('model' = the native .pth, MiniMind's spelling)")
+    add("--trust_remote_code", type=int, default=0, choices=[0, 1],
+        help="1 = 允许 --load_from 目录里的自定义代码 / run custom code shipped in the --load_from folder")
+    add("--lora_weight", default=None,
+        help="LoRA 适配器名或路径，合并进模型 / adapter name under {save_dir}/lora/ (lora_identity -> "
+             "lora/lora_identity_{hidden}[_moe]/) or a folder path; merged into the model")
+    add("--hidden_size", type=int, default=None, help="模型宽度，默认读 sidecar / model width; default: from the sidecar")
+    add("--num_hidden_layers", type=int, default=None, help="层数，默认读 sidecar / blocks; default: from the sidecar")
+    add("--use_moe", type=int, default=None, choices=[0, 1], help="1 = MoE；默认读 sidecar / default: from the sidecar")
+    add("--inference_rope_scaling", type=int, nargs="?", const=1, default=0, choices=[0, 1],
+        help="1 = YaRN 外推长上下文 / YaRN RoPE scaling (2048 trained positions x16) for long contexts")
+    add("--device", default=None, help="npu[:i] / cuda[:i] / mps / cpu；默认自动 / default: auto (NPU > CUDA > MPS > CPU)")
+
+
 def weight_candidates(save_dir, stage: str) -> list:
     """(hidden_size, use_moe) of every `{stage}_{hidden}[_moe].pth` or `.json` in save_dir, sorted."""
     pattern = re.compile(rf"^{re.escape(stage)}_(\d+)(_moe)?\.(pth|json)$")

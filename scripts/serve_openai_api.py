@@ -830,24 +830,14 @@ async def stream_chunks(events, rid, created, model_name, n, include_usage, usag
 # ----------------------------------------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
+    from model.checkpoint import add_model_args  # torch and transformers load here, not at import
     p = argparse.ArgumentParser(description="MiniMind OpenAI 兼容 API 服务 / OpenAI-compatible API server",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = p.add_argument
+    add = p.add_argument_group("network / 网络").add_argument
     add("--host", default="127.0.0.1", help="监听地址；0.0.0.0 对外开放 / bind address (0.0.0.0 = all interfaces)")
     add("--port", type=int, default=8998, help="端口，0 = 任选空闲端口 / port; 0 = any free port (printed)")
-    add("--weight", default="full_sft", help="权重阶段名 / stage name: out/{weight}_{hidden}[_moe].pth")
-    add("--save_dir", default="out", help="权重目录 / folder with the .pth weights and their .json sidecars")
-    add("--load_from", default=None, help="transformers 模型目录（代替 .pth）/ a Hugging Face folder instead of a .pth")
-    add("--trust_remote_code", type=int, default=0, choices=[0, 1],
-        help="1 = 允许 --load_from 目录里的自定义代码 / run custom code shipped in the --load_from folder")
-    add("--lora_weight", default=None,
-        help="LoRA 适配器名或目录，合并进模型 / adapter name under {save_dir}/lora/ or a folder; merged in")
-    add("--hidden_size", type=int, default=None, help="模型宽度，默认读 sidecar / model width; default: the sidecar")
-    add("--num_hidden_layers", type=int, default=None, help="层数，默认读 sidecar / blocks; default: the sidecar")
-    add("--use_moe", type=int, default=None, choices=[0, 1], help="1 = MoE；默认读 sidecar / default: the sidecar")
-    add("--inference_rope_scaling", type=int, nargs="?", const=1, default=0, choices=[0, 1],
-        help="1 = YaRN 外推长上下文 / YaRN RoPE scaling x16 for long contexts")
-    add("--device", default=None, help="npu[:i] / cuda[:i] / mps / cpu；默认自动 / default: auto (NPU > CUDA > MPS > CPU)")
+    add_model_args(p)
+    add = p.add_argument_group("serving / 服务").add_argument
     add("--served_model_name", default="minimind", help="/v1/models 报告的模型名 / model id reported and echoed")
     add("--strict_model_name", type=int, default=0, choices=[0, 1],
         help="1 = 请求的 model 必须等于 --served_model_name，否则 404 / reject other model names with 404")

@@ -83,6 +83,35 @@ def test_full_sft_starts_from_pretrain(pretrained, tmp_path):
     assert len(losses(proc.stdout)) == 3
 
 
+def test_logged_loss_is_the_mean_over_the_accumulation_group(tmp_path, pretrain_data):
+    """With 2 micro-batches per step the log shows their mean (not the last one's), plus a smoothed loss."""
+    from dataset.lm_dataset import PretrainDataset
+    args = trainer_utils.build_parser("t").parse_args(
+        [*TINY, "--batch_size", "4", "--accumulation_steps", "2", "--max_steps", "3", "--save_dir",
+         str(tmp_path / "o"), "--checkpoint_dir", str(tmp_path / "c")])
+    ctx, _, model, tokenizer = trainer_utils.start_stage(args)
+    micro, lines = [], []
+
+    def loss_fn(m, batch):
+        loss, parts = trainer_utils.causal_lm_loss(m, batch)
+        micro.append(float(loss.detach()))
+        return loss, {"twice": 2 * loss.detach()}
+
+    dataset = PretrainDataset(pretrain_data, tokenizer, args.max_seq_len)
+    trainer_utils.train(args, ctx, model, dataset, loss_fn, log=lines.append)
+    logged = [float(re.search(r" loss ([0-9.]+)", line).group(1)) for line in lines if " loss " in line]
+    twice = [float(re.search(r" twice ([0-9.]+)", line).group(1)) for line in lines if " twice " in line]
+    assert len(micro) == 6 and len(logged) == 3
+    for step, value in enumerate(logged):
+        mean = (micro[2 * step] + micro[2 * step + 1]) / 2
+        assert value == pytest.approx(mean, abs=1e-4) and twice[step] == pytest.approx(2 * mean, abs=1e-4)
+    assert micro[0] != pytest.approx(micro[1], abs=1e-4)  # the two micro-batches differ, so the mean is tested
+    smooth = [float(re.search(r" loss_smooth ([0-9.]+)", line).group(1)) for line in lines if "loss_smooth" in line]
+    assert smooth[0] == pytest.approx(logged[0], abs=1e-4)  # bias-corrected: the first value is the loss itself
+    expected = (0.9 * 0.1 * logged[0] + 0.1 * logged[1]) / (1 - 0.9 ** 2)
+    assert smooth[1] == pytest.approx(expected, abs=1e-4)
+
+
 def test_runs_from_inside_trainer_folder(tmp_path, pretrain_data):
     proc = run_stage("train_pretrain.py", "--data_path", pretrain_data, "--batch_size", 8, "--max_steps", 1,
                      "--save_dir", tmp_path / "o", "--checkpoint_dir", tmp_path / "c", cwd=ROOT / "trainer")
@@ -239,35 +268,6 @@ def test_cpu_fallback_and_backends(monkeypatch):
     assert seen["backend"] == "gloo" and ctx.dtype == torch.float32
     with pytest.raises(trainer_utils.UserError, match="no Ascend NPU"):
         runtime.detect_device_type("npu:0")
-
-
-def test_logged_loss_is_the_mean_over_the_accumulation_group(tmp_path, pretrain_data):
-    """With 2 micro-batches per step the log shows their mean (not the last one's), plus a smoothed loss."""
-    from dataset.lm_dataset import PretrainDataset
-    args = trainer_utils.build_parser("t").parse_args(
-        [*TINY, "--batch_size", "4", "--accumulation_steps", "2", "--max_steps", "3", "--save_dir",
-         str(tmp_path / "o"), "--checkpoint_dir", str(tmp_path / "c")])
-    ctx, _, model, tokenizer = trainer_utils.start_stage(args)
-    micro, lines = [], []
-
-    def loss_fn(m, batch):
-        loss, parts = trainer_utils.causal_lm_loss(m, batch)
-        micro.append(float(loss.detach()))
-        return loss, {"twice": 2 * loss.detach()}
-
-    dataset = PretrainDataset(pretrain_data, tokenizer, args.max_seq_len)
-    trainer_utils.train(args, ctx, model, dataset, loss_fn, log=lines.append)
-    logged = [float(re.search(r" loss ([0-9.]+)", line).group(1)) for line in lines if " loss " in line]
-    twice = [float(re.search(r" twice ([0-9.]+)", line).group(1)) for line in lines if " twice " in line]
-    assert len(micro) == 6 and len(logged) == 3
-    for step, value in enumerate(logged):
-        mean = (micro[2 * step] + micro[2 * step + 1]) / 2
-        assert value == pytest.approx(mean, abs=1e-4) and twice[step] == pytest.approx(2 * mean, abs=1e-4)
-    assert micro[0] != pytest.approx(micro[1], abs=1e-4)  # the two micro-batches differ, so the mean is tested
-    smooth = [float(re.search(r" loss_smooth ([0-9.]+)", line).group(1)) for line in lines if "loss_smooth" in line]
-    assert smooth[0] == pytest.approx(logged[0], abs=1e-4)  # bias-corrected: the first value is the loss itself
-    expected = (0.9 * 0.1 * logged[0] + 0.1 * logged[1]) / (1 - 0.9 ** 2)
-    assert smooth[1] == pytest.approx(expected, abs=1e-4)
 
 
 def test_lr_schedule():

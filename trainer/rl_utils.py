@@ -1,4 +1,4 @@
-"""What the RL stages (train_ppo, train_grpo, train_spo) share: flags, rollouts, log-probs, KL, the clipped loss, the loop.
+"""What the RL stages (train_ppo, train_grpo, train_spo) share: flags, rollouts, log-probs, KL, clipped loss, loop.
 
 A stage script builds its parser with `build_rl_parser`, then calls `train_rl(trainer, make_rollout, loss_fn)`:
 for every accumulation group of prompt batches it samples responses through the shared `Engine` (each prompt
@@ -47,7 +47,7 @@ def build_rl_parser(description: str, **defaults):
 
 def add_rl_arguments(parser) -> None:
     """The flags all three RL stages have; `--max_seq_len` becomes the prompt length."""
-    add = parser.add_argument
+    add = parser.add_argument_group("RL: rewards and sampling / 强化学习：奖励与采样").add_argument
     add("--reasoning", type=int, default=1, choices=[0, 1],
         help="1 = the policy answers <think>...</think><answer>...</answer>: adds the format bonus, scores the "
              "<answer> part, starts from `reason`; 0 = plain answers, starts from `full_sft`")

@@ -67,40 +67,47 @@ def seed_everything(seed: int) -> None:
 # ----------------------------------------------------------------------------------------------------------------- CLI
 
 def build_parser(description: str, **defaults) -> argparse.ArgumentParser:
-    """The flags every stage has (MiniMind's names), with the stage's own defaults; stages add their own flags."""
+    """The flags every stage has (MiniMind's names), grouped under headers in --help, with the stage's own defaults;
+    stages add their own flags (`parser.add_argument_group(...)` for a header of their own)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = p.add_argument
+    p._optionals.title = "this stage / 本阶段"  # where each stage's own flags (added with add_argument) are listed
+    add = p.add_argument_group("weights and resume / 权重与续训").add_argument
     add("--save_dir", default="out", help="folder for weight files out/{save_weight}_{hidden}[_moe].pth + .json")
     add("--checkpoint_dir", default="checkpoints", help="folder for resume states {name}_resume.pth")
     add("--save_weight", default="pretrain", help="stage name used in the output file name")
+    add("--from_weight", default="none", help="stage weights to start from (e.g. pretrain), or none")
+    add("--from_resume", type=int, default=0, choices=[0, 1], help="1 = continue from the resume checkpoint")
+    add = p.add_argument_group("model size / 模型尺寸").add_argument
+    add("--hidden_size", type=int, default=512, help="model width (512 = MiniMind2-Small, 768 = MiniMind2)")
+    add("--num_hidden_layers", type=int, default=8, help="transformer blocks")
+    add("--use_moe", type=int, default=0, choices=[0, 1], help="1 = mixture-of-experts feed-forward")
+    add = p.add_argument_group("data / 数据").add_argument
+    add("--data_path", default=None, help="training JSONL; default: MiniMind's file if in dataset/, else the demo")
+    add("--max_seq_len", type=int, default=340, help="tokens per training row")
+    add("--skip_bad_lines", type=int, default=0, choices=[0, 1],
+        help="1 = skip and count malformed JSONL lines instead of stopping at the first one")
+    add = p.add_argument_group("optimisation / 优化").add_argument
     add("--epochs", type=int, default=1, help="passes over the data")
     add("--batch_size", type=int, default=32, help="sequences per micro-batch per process")
     add("--learning_rate", type=float, default=5e-4, help="peak learning rate")
     add("--warmup_steps", type=int, default=0, help="linear warmup (optimizer steps) before the cosine decay")
+    add("--accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    add("--grad_clip", type=float, default=1.0, help="max global gradient norm (0 = off)")
+    add("--max_steps", type=int, default=0, help="stop after N optimizer steps (0 = run all epochs)")
+    add("--seed", type=int, default=42, help="seed for init, data order and dropout")
+    add = p.add_argument_group("device / 设备").add_argument
     add("--device", default=None, help="npu[:i] / cuda[:i] / mps / cpu; default: auto-detect (NPU > CUDA > MPS > CPU)")
     add("--dtype", default=None, choices=sorted(DTYPES), help="autocast dtype; default bf16 CUDA, fp16 NPU, fp32 CPU")
     add("--num_workers", type=int, default=0, help="DataLoader worker processes")
-    add("--accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
-    add("--grad_clip", type=float, default=1.0, help="max global gradient norm (0 = off)")
+    add("--use_compile", type=int, default=0, choices=[0, 1], help="torch.compile the model (CUDA only)")
+    add = p.add_argument_group("logging and saving / 日志与保存").add_argument
     add("--log_interval", type=int, default=100, help="log every N optimizer steps")
     add("--save_interval", type=int, default=1000, help="save weights and resume state every N optimizer steps")
-    add("--max_steps", type=int, default=0, help="stop after N optimizer steps (0 = run all epochs)")
-    add("--hidden_size", type=int, default=512, help="model width (512 = MiniMind2-Small, 768 = MiniMind2)")
-    add("--num_hidden_layers", type=int, default=8, help="transformer blocks")
-    add("--use_moe", type=int, default=0, choices=[0, 1], help="1 = mixture-of-experts feed-forward")
-    add("--max_seq_len", type=int, default=340, help="tokens per training row")
-    add("--data_path", default=None, help="training JSONL; default: MiniMind's file if in dataset/, else the demo")
-    add("--skip_bad_lines", type=int, default=0, choices=[0, 1],
-        help="1 = skip and count malformed JSONL lines instead of stopping at the first one")
-    add("--from_weight", default="none", help="stage weights to start from (e.g. pretrain), or none")
-    add("--from_resume", type=int, default=0, choices=[0, 1], help="1 = continue from the resume checkpoint")
-    add("--seed", type=int, default=42, help="seed for init, data order and dropout")
     add("--use_wandb", type=int, default=0, choices=[0, 1],
         help="1 = log to SwanLab / W&B (offline runs under logs/ unless SWANLAB_MODE=cloud / WANDB_MODE=online)")
     add("--wandb_backend", default="swanlab", choices=["swanlab", "wandb"], help="experiment tracker")
     add("--wandb_project", default="MiniMind", help="tracker project name")
     add("--log_dir", default="logs", help="where the tracker writes its offline runs")
-    add("--use_compile", type=int, default=0, choices=[0, 1], help="torch.compile the model (CUDA only)")
     p.set_defaults(**defaults)
     return p
 
