@@ -25,6 +25,7 @@ import collections
 import hmac
 import json
 import logging
+import os
 import queue
 import socket
 import sys
@@ -91,8 +92,10 @@ def describe_validation_error(exc: RequestValidationError) -> APIError:
                              f"(send a JSON object with Content-Type: application/json)")
     param = ".".join(loc) or None
     got = first.get("input")
-    detail = f"{first.get('msg')}" + (f" (got {json.dumps(got, ensure_ascii=False)[:80]})"
-                                      if got is not None and not isinstance(got, dict) else "")
+    if not loc and isinstance(got, (bytes, bytearray, str)):  # e.g. `curl -d` sends a form, not JSON
+        return APIError(400, "the request body must be a JSON object sent with Content-Type: application/json")
+    shown = json.dumps(got, ensure_ascii=False, default=repr)[:80] if got is not None else ""
+    detail = f"{first.get('msg')}" + (f" (got {shown})" if got is not None and not isinstance(got, dict) else "")
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return APIError(400, f"{param or 'body'}: {detail}{more}", param=param)
 
@@ -154,7 +157,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: Optional[int] = Field(None, ge=1)  # the newer name of max_tokens
     n: int = Field(1, ge=1, le=MAX_N)
     stop: Optional[Union[str, List[str]]] = None
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=-(2 ** 63), le=2 ** 64 - 1)  # what torch.Generator.manual_seed takes
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     tools: Optional[List[Tool]] = None
@@ -288,6 +291,25 @@ def completion_budget(req: ChatCompletionRequest, n_prompt: int, max_len: int) -
 
 
 RESERVED_TEMPLATE_KEYS = {"messages", "tools", "add_generation_prompt", "tokenize", "conversation"}
+
+
+def body_too_large(limit: int) -> APIError:
+    return APIError(413, f"the request body is larger than {limit:,} bytes (this server's --max_body_mb); "
+                         f"send a shorter conversation", code="request_too_large")
+
+
+class BodyTooLarge(Exception):
+    """Raised by GateMiddleware's receive when a body without Content-Length passes --max_body_mb."""
+
+
+def check_prompt_chars(req: ChatCompletionRequest, limit: int) -> None:
+    """400 for conversations that cannot fit the context whatever the tokenizer does (before any tokenization)."""
+    total = sum(len(m.content) if isinstance(m.content, str) else len(json.dumps(m.content, ensure_ascii=False))
+                for m in req.messages if m.content is not None)
+    if total > limit:
+        raise APIError(400, f"the messages hold {total:,} characters, more than this server accepts ({limit:,}, "
+                            f"--max_prompt_chars); the model's context is far shorter, send less",
+                       param="messages", code="context_length_exceeded")
 
 
 def render_prompt(tokenizer, req: ChatCompletionRequest, tools, prefill: str) -> list:
@@ -592,6 +614,8 @@ class Settings:
     strict_model_name: bool = False
     max_model_len: Optional[int] = None  # None: what the model was trained for (trained_context_len)
     max_batch_size: int = 16
+    max_body_bytes: int = 2 * 1024 * 1024  # 413 above this; read before any JSON parsing
+    max_prompt_chars: Optional[int] = None  # None: 16 characters per token of max_model_len
 
 
 class ModelHost:
@@ -674,11 +698,38 @@ class GateMiddleware:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            err = self.check(dict(scope.get("headers") or []))
+            headers = dict(scope.get("headers") or [])
+            err = self.check(headers) or self.check_length(headers)
             if err is not None:
                 await error_response(err)(scope, receive, send)
                 return
+            try:
+                await self.app(scope, self.capped(receive, scope, send), send)
+            except BodyTooLarge:  # raised while the body is read, before any response has started
+                await error_response(self.too_large())(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    def too_large(self) -> APIError:
+        return body_too_large(self.settings.max_body_bytes)
+
+    def check_length(self, headers: dict) -> Optional[APIError]:
+        size = headers.get(b"content-length", b"").decode("latin-1")
+        return self.too_large() if size.isdigit() and int(size) > self.settings.max_body_bytes else None
+
+    def capped(self, receive, scope, send):
+        """A receive that stops a body without Content-Length (chunked) at the cap instead of buffering it all."""
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.settings.max_body_bytes:
+                scope["minimind.body_too_large"] = True  # FastAPI turns the raise into a 400; the handler reads this
+                raise BodyTooLarge()
+            return message
+        return limited
 
 
 def create_app(load: Callable[[], tuple], settings: Settings,
@@ -705,6 +756,8 @@ def create_app(load: Callable[[], tuple], settings: Settings,
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if request.scope.get("minimind.body_too_large"):
+            return error_response(body_too_large(settings.max_body_bytes))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         msg = f"{request.method} {request.url.path}: {exc.detail}"
         return error_response(APIError(exc.status_code, msg, code=code))
@@ -735,7 +788,9 @@ def create_app(load: Callable[[], tuple], settings: Settings,
                                 f"`{settings.served_model_name}`", param="model", code="model_not_found")
         tools, parse_tools, prefill = tool_plan(req)
         tokenizer = host.tokenizer
-        prompt_ids = render_prompt(tokenizer, req, tools, prefill)
+        check_prompt_chars(req, settings.max_prompt_chars or 16 * host.max_model_len)
+        # templating + tokenization take ~1 s per MB: in a thread, so /health and other requests keep answering
+        prompt_ids = await asyncio.to_thread(render_prompt, tokenizer, req, tools, prefill)
         n_prompt = len(prompt_ids)
         max_tokens = completion_budget(req, n_prompt, host.max_model_len)
         temperature = DEFAULT_TEMPERATURE if req.temperature is None else req.temperature
@@ -841,8 +896,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--served_model_name", default="minimind", help="/v1/models 报告的模型名 / model id reported and echoed")
     add("--strict_model_name", type=int, default=0, choices=[0, 1],
         help="1 = 请求的 model 必须等于 --served_model_name，否则 404 / reject other model names with 404")
-    add("--api_key", default=None,
-        help="设置后请求须带 Authorization: Bearer KEY，否则 401 / require this key (401 without it)")
+    add("--api_key", default=os.environ.get("MINIMIND_API_KEY") or None,
+        help="设置后请求须带 Authorization: Bearer KEY，否则 401；也可用环境变量 MINIMIND_API_KEY（命令行上的 key 会"
+             "出现在 ps 里）/ require this key (401 without it); default $MINIMIND_API_KEY, which, unlike a flag, "
+             "does not show in `ps`")
+    add("--max_body_mb", type=float, default=2.0,
+        help="请求体上限（MB），超过返回 413 / largest request body in MB; larger ones get 413")
+    add("--max_prompt_chars", type=int, default=None,
+        help="消息总字符数上限，超过返回 400 / most characters in all messages (400 above); "
+             "default 16 x --max_model_len")
     add("--max_model_len", type=int, default=None,
         help="提示+回答的最大 token 数 / prompt + completion tokens; default 2048 (32768 with YaRN)")
     add("--max_batch_size", type=int, default=16,
@@ -884,8 +946,11 @@ def main(argv=None) -> int:
         if args.max_model_len is not None and args.max_model_len < 2:
             raise UserError(f"--max_model_len {args.max_model_len}: must be at least 2")
         sock = bind_socket(args.host, args.port)
+        if args.max_body_mb <= 0:
+            raise UserError(f"--max_body_mb {args.max_body_mb}: must be positive")
         settings = Settings(args.served_model_name, args.api_key, bool(args.strict_model_name), args.max_model_len,
-                            args.max_batch_size)
+                            args.max_batch_size, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                            max_prompt_chars=args.max_prompt_chars)
         server = None
         failure: List[BaseException] = []
 

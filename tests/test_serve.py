@@ -486,6 +486,9 @@ ERROR_CASES = [
     ("completion too long", dict(body=ok_body(max_tokens=2040)), 400, "messages", "maximum context length is 2048"),
     ("prompt too long", dict(body=ok_body(messages=[{"role": "user", "content": " ".join(["word"] * 2100)}])), 400,
      "messages", "maximum context length is 2048"),
+    ("seed out of range", dict(body=ok_body(seed=2 ** 70)), 400, "seed", "less than or equal to"),
+    ("too many characters", dict(body=ok_body(messages=[{"role": "user", "content": "字" * 40000}])), 400,
+     "messages", "40,000 characters"),
     ("wrong model", dict(body=ok_body(model="gpt-4o")), 404, "model", "gpt-4o"),
     ("no key", dict(body=ok_body(), key=None), 401, None, "API key"),
     ("wrong key", dict(body=ok_body(), key="nope"), 401, None, "Incorrect API key"),
@@ -501,6 +504,38 @@ def test_errors_in_openai_format(server, name, req, status, param, text):
     assert text in err["message"] and err["param"] == param
     if name == "completion too long":
         assert err["code"] == "context_length_exceeded"
+
+
+def test_a_form_post_is_a_400_not_a_500(server):
+    """`curl -d '...'` sends application/x-www-form-urlencoded: the body is bytes, not JSON."""
+    r = httpx.post(server.base + "/v1/chat/completions", content=b'{"messages": []}', timeout=30,
+                   headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400, r.text
+    assert "Content-Type: application/json" in r.json()["error"]["message"]
+
+
+def test_oversized_bodies_get_413_before_they_are_read(server):
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    big = json.dumps(ok_body(messages=[{"role": "user", "content": "x" * (3 * 1024 * 1024)}])).encode()
+    r = httpx.post(server.base + "/v1/chat/completions", content=big, headers=headers, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+
+    def chunks():  # no Content-Length: counted while received
+        yield b'{"model": "%s", "messages": [{"role": "user", "content": "' % MODEL.encode()
+        for _ in range(48):
+            yield b"y" * 65536
+        yield b'"}]}'
+    r = httpx.post(server.base + "/v1/chat/completions", content=chunks(), headers=headers, timeout=30)
+    assert r.status_code == 413, r.text
+    assert server.health()["status"] == "ok"
+
+
+def test_api_key_can_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MINIMIND_API_KEY", "sk-from-env")
+    assert serve.build_parser().parse_args([]).api_key == "sk-from-env"
+    assert serve.build_parser().parse_args(["--api_key", "k"]).api_key == "k"
+    monkeypatch.delenv("MINIMIND_API_KEY")
+    assert serve.build_parser().parse_args([]).api_key is None
 
 
 def test_openai_client_raises_the_matching_exceptions(server, client):
