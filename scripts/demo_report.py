@@ -99,8 +99,7 @@ def next_commands(save_dir: str) -> list:
         ("固定问题 / fixed prompts", f"python eval_llm.py auto --save_dir {d} --weight pretrain"),
         ("API 服务 / OpenAI-compatible server", f"python scripts/serve_openai_api.py --save_dir {d}"),
         ("终端客户端 / client (2nd terminal)", "python scripts/chat_openai_api.py --tools scripts/tools_example.json"),
-        ("网页 demo（侧边栏权重目录填 / type in the sidebar's weights folder: " + d + "）",
-         "streamlit run scripts/web_demo.py"),
+        ("网页 demo / web demo", f"streamlit run scripts/web_demo.py -- --weights_dir {d}"),
         ("转 HF（Llama）/ to transformers", f"python scripts/convert_to_hf.py --save_dir {d} "
                                            f"--output_dir {d}/minimind-hf"),
         ("继续 DPO / go on with DPO", f"python trainer/train_dpo.py --save_dir {d} --checkpoint_dir checkpoints/demo "

@@ -1,6 +1,11 @@
 """Chat with MiniMind in the browser: local weights from out/ or any OpenAI-compatible API.
 
-    streamlit run scripts/web_demo.py            # then open http://localhost:8501
+    streamlit run scripts/web_demo.py                                   # then open http://localhost:8501
+    streamlit run scripts/web_demo.py -- --weights_dir out/demo --api_base_url http://127.0.0.1:8998/v1
+
+Safe by default: .streamlit/config.toml (read when started from the repository root) binds 127.0.0.1; visitors
+pick weights only among the folders given with --weights_dir (default: out/ and its subfolders that hold weights,
+e.g. out/demo), never a path they type; API mode talks only to --api_base_url, set by whoever starts the demo.
 
 The sidebar picks the model: a native `out/{stage}_{hidden}[_moe].pth` (sizes from its sidecar) or a transformers
 folder found in the weights folder, optionally with a LoRA adapter from out/lora/, decoded in this process by the
@@ -15,7 +20,6 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     _here = Path(__file__).resolve().parent
     sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -26,8 +30,42 @@ import streamlit as st  # noqa: E402
 from model.chat_protocol import ReplyParser, trained_context_len  # noqa: E402
 
 LOCAL, API = "本地权重 / local weights", "OpenAI 兼容 API / API"
-NATIVE = re.compile(r"^(?P<stage>.+)_(?P<hidden>\d+)(?P<moe>_moe)?\.pth$")
 THINK_LABEL = "💭 思考过程 / reasoning"
+
+
+def weight_name(name: str):
+    from model.checkpoint import WEIGHT_NAME  # the one naming rule (imports torch, so only when needed)
+    return WEIGHT_NAME.match(name)
+
+
+def demo_options(argv=None) -> argparse.Namespace:
+    """What the person starting the demo decides (after `--` on the streamlit command line), not its visitors."""
+    p = argparse.ArgumentParser(prog="streamlit run scripts/web_demo.py --",
+                                description="MiniMind 网页 demo / web demo")
+    p.add_argument("--weights_dir", action="append", default=None,
+                   help="可选的权重目录，可重复 / a folder visitors may load weights from (repeatable); "
+                        "default: out/ and its subfolders that hold weights")
+    p.add_argument("--api_base_url", default="http://127.0.0.1:8998/v1",
+                   help="API 模式连接的 OpenAI 兼容服务 / the OpenAI-compatible server API mode talks to")
+    args, _ = p.parse_known_args(sys.argv[1:] if argv is None else argv)  # AppTest runs under pytest's argv
+    return args
+
+
+def allowed_folders(given) -> list:
+    """Absolute weight folders a visitor can choose from."""
+    if given:
+        return [Path(g) if Path(g).is_absolute() else ROOT / g for g in given]
+    out = ROOT / "out"
+    subs = sorted(d for d in out.iterdir() if d.is_dir() and d.name != "lora" and local_models(d)) \
+        if out.is_dir() else []
+    return [out, *subs]
+
+
+def folder_label(folder: Path) -> str:
+    try:
+        return str(folder.relative_to(ROOT))
+    except ValueError:
+        return str(folder)
 
 
 # ----------------------------------------------------------------------------------------------------- local models
@@ -36,7 +74,7 @@ def local_models(folder: Path) -> list:
     """Labels of what can be loaded from `folder`: native .pth files, then transformers folders (with a '/')."""
     if not folder.is_dir():
         return []
-    native = sorted(f.name for f in folder.glob("*.pth") if NATIVE.match(f.name))
+    native = sorted(f.name for f in folder.glob("*.pth") if weight_name(f.name))
     hf = sorted(d.name + "/" for d in folder.iterdir() if d.is_dir() and (d / "config.json").is_file())
     return native + hf
 
@@ -51,7 +89,7 @@ def load_args(folder: Path, label: str, lora: str) -> argparse.Namespace:
     args = argparse.Namespace(save_dir=str(folder), weight="full_sft", load_from=None, trust_remote_code=0,
                               lora_weight=str(folder / "lora" / lora) if lora else None, hidden_size=None,
                               num_hidden_layers=None, use_moe=None, inference_rope_scaling=0, device=None)
-    m = NATIVE.match(label)
+    m = weight_name(label)
     if label.endswith("/"):
         args.load_from = str(folder / label.rstrip("/"))
     elif m:
@@ -127,8 +165,11 @@ def sidebar() -> dict:
         st.title("MiniMind")
         s["source"] = st.radio("模型来源 / model source", [LOCAL, API], key="source")
         if s["source"] == LOCAL:
-            s["folder"] = st.text_input("权重目录 / weights folder", "out", key="folder")
-            folder = Path(s["folder"]) if Path(s["folder"]).is_absolute() else ROOT / s["folder"]
+            folders = allowed_folders(OPTIONS.weights_dir)
+            labels = [folder_label(f) for f in folders]
+            s["folder"] = st.selectbox("权重目录 / weights folder", labels, key="folder",
+                                       help="启动时用 --weights_dir 指定 / set with --weights_dir when starting")
+            folder = folders[labels.index(s["folder"])]
             s["folder_path"] = folder
             options = local_models(folder)
             # keyed by folder: another folder is a fresh dropdown with its first entry selected
@@ -137,7 +178,8 @@ def sidebar() -> dict:
             adapters = lora_adapters(folder)
             s["lora"] = st.selectbox("LoRA", ["none"] + adapters, key=f"lora:{folder}") if adapters else "none"
         else:
-            s["base_url"] = st.text_input("base_url", "http://127.0.0.1:8998/v1", key="base_url")
+            s["base_url"] = OPTIONS.api_base_url  # fixed by --api_base_url: visitors cannot point it elsewhere
+            st.caption(f"base_url: {OPTIONS.api_base_url}（启动时用 --api_base_url 设置 / set with --api_base_url）")
             s["model"] = st.text_input("model（空 = 服务端第一个 / empty = the server's first）", "", key="model")
             s["api_key"] = st.text_input("api_key", "", type="password", key="api_key")
         s["historys"] = st.slider("历史轮数 / history turns", 0, 10, 2, key="historys")
@@ -225,6 +267,8 @@ def main() -> None:
             st.markdown(question)
         answer(settings, messages)
 
+
+OPTIONS = demo_options()
 
 if __name__ == "__main__":  # `streamlit run` (and AppTest) run the file as __main__; tests import the helpers
     main()

@@ -707,8 +707,11 @@ def test_web_demo_lists_native_weights_transformers_folders_and_adapters(tmp_pat
     assert web_demo.local_models(tmp_path / "missing") == []
 
 
-def demo(timeout: float = 60):
+def demo(monkeypatch, *argv, timeout: float = 60):
+    """The page as `streamlit run scripts/web_demo.py -- ARGV` starts it (AppTest reruns it in this process, so
+    the argv stays in place for the whole test)."""
     from streamlit.testing.v1 import AppTest
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "scripts" / "web_demo.py"), *map(str, argv)])
     return AppTest.from_file(str(ROOT / "scripts" / "web_demo.py"), default_timeout=timeout).run()
 
 
@@ -716,12 +719,12 @@ def transcript(at) -> list:
     return [(m.name, [md.value for md in m.markdown], [e.label for e in m.expander]) for m in at.chat_message]
 
 
-def test_web_demo_local_weights_think_block_delete_and_clear(trained):
+def test_web_demo_local_weights_think_block_delete_and_clear(trained, monkeypatch):
     _, out = trained
-    at = demo()
+    at = demo(monkeypatch, "--weights_dir", out)
     assert not at.exception
-    at.sidebar.text_input(key="folder").set_value(str(out)).run()
-    assert at.sidebar.selectbox[0].options == ["full_sft_64.pth"]
+    assert at.sidebar.selectbox(key="folder").options == [str(out)]
+    assert at.sidebar.selectbox(key=f"label:{out}").options == ["full_sft_64.pth"]
     at.sidebar.slider(key="temperature").set_value(0.0).run()
     at.chat_input[0].set_value("1+1等于几？").run()
     assert not at.exception and not at.error
@@ -739,10 +742,11 @@ def test_web_demo_local_weights_think_block_delete_and_clear(trained):
     assert len(at.chat_message) == 0
 
 
-def test_web_demo_api_mode(server):
-    at = demo()
+def test_web_demo_api_mode(server, monkeypatch):
+    at = demo(monkeypatch, "--api_base_url", server.base + "/v1")
     at.sidebar.radio(key="source").set_value("OpenAI 兼容 API / API").run()
-    at.sidebar.text_input(key="base_url").set_value(server.base + "/v1")
+    assert server.base + "/v1" in at.sidebar.caption[0].value
+    assert [t.key for t in at.sidebar.text_input] == ["model", "api_key"]  # no base_url box for visitors
     at.sidebar.text_input(key="api_key").set_value(API_KEY)
     at.sidebar.slider(key="temperature").set_value(0.0).run()
     at.chat_input[0].set_value("1+1等于几？").run()
@@ -754,8 +758,29 @@ def test_web_demo_api_mode(server):
     assert len(at.session_state["messages"]) == 2  # the failed question is taken back
 
 
-def test_web_demo_says_when_no_weights_exist(tmp_path):
-    at = demo()
-    at.sidebar.text_input(key="folder").set_value(str(tmp_path)).run()
+def test_web_demo_says_when_no_weights_exist(tmp_path, monkeypatch):
+    at = demo(monkeypatch, "--weights_dir", tmp_path)
     at.chat_input[0].set_value("你好").run()
     assert "no weights in" in at.error[0].value and at.session_state["messages"] == []
+
+
+def test_web_demo_offers_only_the_folders_it_was_started_with(tmp_path, monkeypatch):
+    """Visitors choose among --weights_dir folders (default out/ and its weight subfolders); no typed paths."""
+    from scripts import web_demo
+    (tmp_path / "a").mkdir()
+    at = demo(monkeypatch, "--weights_dir", tmp_path / "a", "--weights_dir", "out")
+    assert at.sidebar.selectbox(key="folder").options == [str(tmp_path / "a"), "out"]
+    assert not [t for t in at.sidebar.text_input if t.key == "folder"]
+    root = tmp_path / "repo"
+    for d in ("out/demo", "out/empty", "out/lora/x"):
+        (root / d).mkdir(parents=True)
+    (root / "out/demo/full_sft_256.pth").write_bytes(b"")
+    monkeypatch.setattr(web_demo, "ROOT", root)
+    assert web_demo.allowed_folders(None) == [root / "out", root / "out/demo"]
+    assert web_demo.demo_options(["-q", "--api_base_url", "http://h:1/v1"]).api_base_url == "http://h:1/v1"
+
+
+def test_streamlit_config_binds_localhost():
+    import tomllib
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
