@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch  # noqa: E402
 
+from model.chat_protocol import trained_context_len
 from model.model_minimind import rope_inv_freq  # noqa: E402
 from model.runtime import DTYPES, UserError, user_errors  # noqa: E402
 from scripts.convert_common import (  # noqa: E402
@@ -209,12 +210,12 @@ def convert(args) -> Path:
             from scripts.export_gguf import gguf_file_name, ollama_modelfile, write_gguf
             gguf_path = tmp / gguf_file_name(dtype)
             write_gguf(model, gguf_path, dtype)
-            (tmp / "Modelfile").write_text(ollama_modelfile(gguf_path.name), encoding="utf-8")
+            (tmp / "Modelfile").write_text(ollama_modelfile(gguf_path.name, trained_context_len(config)), encoding="utf-8")
     print(f"wrote {out}", flush=True)
     if args.gguf:
         print(f"wrote {out / gguf_path.name} and {out / 'Modelfile'} (Ollama):\n"
               f"  cd {out} && ollama create minimind -f Modelfile && ollama run minimind\n"
-              f"---- Modelfile ----\n{ollama_modelfile(gguf_path.name)}-------------------", flush=True)
+              f"---- Modelfile ----\n{ollama_modelfile(gguf_path.name, trained_context_len(config))}-------------------", flush=True)
     return out
 
 

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import torch
 
+from model.chat_protocol import trained_context_len
 from scripts.convert_common import TOKENIZER_DIR, UserError
 
 # tokenizer.json's added tokens marked special are control tokens (never produced from plain text); the others
@@ -76,7 +77,9 @@ def write_gguf(model, path, dtype: torch.dtype) -> None:
 
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("MiniMind")
-    w.add_context_length(config.max_position_embeddings)
+    # the context the model was trained for (2048; x16 with YaRN), not the size of its RoPE table (32768): llama.cpp
+    # and Ollama size their KV cache and refuse longer prompts by this number
+    w.add_context_length(trained_context_len(config))
     w.add_embedding_length(config.hidden_size)
     w.add_block_count(config.num_hidden_layers)
     w.add_feed_forward_length(config.intermediate_size)
@@ -154,9 +157,9 @@ def gguf_tensors(model):
         yield b + "ffn_down.weight", state[p + "mlp.down_proj.weight"]
 
 
-def ollama_modelfile(gguf_name: str) -> str:
+def ollama_modelfile(gguf_name: str, context_len: int = 2048) -> str:
     """An Ollama Modelfile for the GGUF: ChatML in Ollama's Go template syntax, with our template's default system
-    prompt and eval_llm.py's sampling defaults; <|im_end|> ends a turn."""
+    prompt, eval_llm.py's sampling defaults and the trained context; <|im_end|> ends a turn."""
     return (f"FROM ./{gguf_name}\n"
             'TEMPLATE """<|im_start|>system\n'
             '{{ if .System }}{{ .System }}{{ else }}You are a helpful assistant{{ end }}<|im_end|>\n'
@@ -165,4 +168,5 @@ def ollama_modelfile(gguf_name: str) -> str:
             '{{ end }}<|im_start|>assistant\n"""\n'
             'PARAMETER stop "<|im_end|>"\n'
             "PARAMETER temperature 0.85\n"
-            "PARAMETER top_p 0.85\n")
+            "PARAMETER top_p 0.85\n"
+            f"PARAMETER num_ctx {context_len}\n")

@@ -230,6 +230,9 @@ def test_cli_default_float16_with_gguf(tmp_path):
     assert (meta["llama.block_count"], meta["llama.embedding_length"], meta["llama.attention.head_count_kv"]) == \
         (2, 64, 2)
     assert meta["tokenizer.ggml.pre"] == "gpt-2" and meta["llama.rope.freq_base"] == 1e6
+    # the trained length (2048, here capped by TINY's 512-position table), not a 32768 RoPE table; no YaRN keys
+    assert meta["llama.context_length"] == 512 and "llama.rope.scaling.type" not in meta
+    assert "PARAMETER num_ctx 512" in (out / "Modelfile").read_text()
     assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]) == (1, 2)
     assert meta["tokenizer.ggml.add_bos_token"] is False
     assert meta["tokenizer.chat_template"] == load_tokenizer().chat_template
@@ -423,3 +426,18 @@ def test_to_pth_refuses_a_folder_that_is_not_minimind(tmp_path, capsys):
     err = run_user_error(convert_model.main, ["to_pth", "--load_from", tmp_path / "nowhere",
                                               "--save_dir", tmp_path / "back"], capsys)
     assert "no config.json" in err
+
+
+def test_gguf_declares_the_trained_context_and_yarn_when_enabled(tmp_path):
+    """2048 positions as trained; with --inference_rope_scaling 1, 32768 plus the YaRN keys llama.cpp reads."""
+    from gguf import GGUFReader
+    for yarn in (False, True):
+        model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2, inference_rope_scaling=yarn))
+        path = tmp_path / f"m{int(yarn)}.gguf"
+        export_gguf.write_gguf(model, path, torch.float32)
+        meta = {k: f.contents() for k, f in GGUFReader(str(path)).fields.items() if not k.startswith("GGUF.")}
+        if not yarn:
+            assert meta["llama.context_length"] == 2048 and "llama.rope.scaling.type" not in meta
+        else:
+            assert meta["llama.context_length"] == 32768 and meta["llama.rope.scaling.type"] == "yarn"
+            assert meta["llama.rope.scaling.factor"] == 16 and meta["llama.rope.scaling.original_context_length"] == 2048
