@@ -108,11 +108,12 @@ class JsonlFile:
     """Random access to the records of a JSONL file without loading it.
 
     `parse` turns one decoded JSON object into the sample a stage needs and raises
-    `RecordError` when a field is missing or has the wrong type. Validation is
-    lazy by default (construction only indexes offsets: ~1 s per GB), so a bad
-    line surfaces when training reaches it. With `skip_bad_lines=True` every line
-    is parsed once up front (roughly 10 s per GB) and bad lines are dropped,
-    which keeps indices valid; `skipped_lines` holds how many were dropped.
+    `RecordError` when a field is missing or has the wrong type. Construction
+    indexes the line offsets (~1 s per GB) and parses every line once (roughly
+    10 s per GB), so a broken file fails before training starts, with every bad
+    line named (up to 10) instead of the first one a run happens to reach. With
+    `skip_bad_lines=True` the bad lines are dropped instead, which keeps indices
+    valid; `skipped_lines` holds how many were dropped.
 
     Safe with DataLoader workers: the file handle is opened per process.
     """
@@ -124,8 +125,7 @@ class JsonlFile:
         if not self.path.is_file():
             raise FileNotFoundError(f"Data file not found: {self.path}. {WHERE_TO_GET_DATA}")
         self.offsets = index_line_starts(self.path)
-        if skip_bad_lines:
-            self._drop_bad_lines()
+        self._check_lines(skip_bad_lines)
         if len(self.offsets) == 0:
             what = "no valid records" if self.skipped_lines else "no records (it is empty or all blank lines)"
             raise UserError(f"{self.path} has {what}. {WHERE_TO_GET_DATA}")
@@ -186,8 +186,8 @@ class JsonlFile:
             raise RecordError(f"expected a JSON object, got {type(record).__name__}")
         return self.parse(record)
 
-    def _drop_bad_lines(self) -> None:
-        """Parse every line once; keep the offsets of the good ones and warn about the rest."""
+    def _check_lines(self, skip: bool) -> None:
+        """Parse every line once; with `skip` keep the good ones and warn about the rest, else refuse the file."""
         keep = np.ones(len(self.offsets), dtype=bool)
         first_bad = []
         with open(self.path, "rb") as f:
@@ -198,11 +198,17 @@ class JsonlFile:
                         self._parse_line(raw, offset)
                     except ValueError as exc:
                         keep[i] = False
-                        if len(first_bad) < 5:
-                            first_bad.append(f"line {line_no}: {exc}")
+                        if len(first_bad) < 10:
+                            first_bad.append(f"{self.path}:{line_no}: {exc}")
                     i += 1
                 offset += len(raw)
-        self.skipped_lines = int((~keep).sum())
+        bad = int((~keep).sum())
+        if bad and not skip:
+            more = f"\n  ... and {bad - len(first_bad)} more" if bad > len(first_bad) else ""
+            raise UserError(f"{self.path}: {bad} malformed line(s):\n  " + "\n  ".join(first_bad) + more
+                            + "\nFix or delete them, or skip malformed lines with --skip_bad_lines 1 "
+                              "(skip_bad_lines=True in Python).")
+        self.skipped_lines = bad
         self.offsets = self.offsets[keep]
         if self.skipped_lines:
             warnings.warn(

@@ -189,9 +189,22 @@ def load_weights(model, path: Path, hint: str = "") -> None:
     unwrap(model).load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
 
 
-def load_tokenizer():
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def load_tokenizer(folder: Path = TOKENIZER_DIR):
+    """The tokenizer in `folder` (default model/), or a UserError that names the folder and how to restore it."""
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+    folder = Path(folder)
+    fix = ("restore the committed files (git checkout -- model/tokenizer.json model/tokenizer_config.json) or "
+           "train a new one with python trainer/train_tokenizer.py")
+    missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"tokenizer folder {folder} lacks {', '.join(missing)}; {fix}")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as e:  # noqa: BLE001 - a truncated or hand-edited tokenizer.json fails in many ways
+        raise UserError(f"cannot load the tokenizer in {folder}: {type(e).__name__}: {str(e)[:200]}; {fix}") from None
 
 
 def stage_script(stage: str) -> str:
@@ -276,8 +289,9 @@ def resolve_weight(args) -> tuple:
     if hidden is None:
         if len(candidates) > 1:
             names = ", ".join(weight_stem(args.weight, h, m) + ".pth" for h, m in candidates)
+            pick = " or ".join(f"--hidden_size {h} --use_moe {m}" for h, m in candidates)
             raise UserError(f"{repo_path(args.save_dir)} holds several '{args.weight}' weights ({names}); "
-                            f"choose one with --hidden_size (and --use_moe)")
+                            f"choose one with {pick}")
         hidden, moe = candidates[0] if candidates else (512, moe or 0)
     elif moe is None:  # width given: take the dense file unless only a MoE one of that width exists
         moe = int([m for h, m in candidates if h == hidden] == [1])

@@ -441,3 +441,14 @@ def test_gguf_declares_the_trained_context_and_yarn_when_enabled(tmp_path):
         else:
             assert meta["llama.context_length"] == 32768 and meta["llama.rope.scaling.type"] == "yarn"
             assert meta["llama.rope.scaling.factor"] == 16 and meta["llama.rope.scaling.original_context_length"] == 2048
+
+
+def test_dense_and_moe_of_one_stage_are_told_apart_by_use_moe(tmp_path, capsys):
+    make_checkpoint(tmp_path / "out")
+    make_checkpoint(tmp_path / "out", use_moe=True)
+    err = run_user_error(convert_to_hf.main, ["--save_dir", tmp_path / "out", "--output_dir", tmp_path / "x"], capsys)
+    assert "--hidden_size 64 --use_moe 0 or --hidden_size 64 --use_moe 1" in err
+    for moe, cls in ((0, "LlamaForCausalLM"), (1, "Qwen2MoeForCausalLM")):
+        assert run(convert_to_hf.main, ["--save_dir", tmp_path / "out", "--use_moe", moe,
+                                        "--output_dir", tmp_path / f"hf{moe}"]) == 0
+        assert json.loads((tmp_path / f"hf{moe}" / "config.json").read_text())["architectures"] == [cls]

@@ -89,22 +89,30 @@ def test_index_skips_blank_lines_and_reads_across_blocks(tmp_path):
     assert [reader[i] for i in range(len(reader))] == ["a", "b", "c"]
 
 
-def test_reader_does_not_parse_at_construction(tmp_path, monkeypatch):
+def test_reader_checks_every_line_once_at_construction(tmp_path, monkeypatch):
     path = write_jsonl(tmp_path / "p.jsonl", [{"text": str(i)} for i in range(50)])
     calls = []
     real_loads = json.loads
     monkeypatch.setattr(lm.json, "loads", lambda s, *a, **k: calls.append(1) or real_loads(s, *a, **k))
     reader = JsonlFile(path, parse_text_record)
-    assert calls == [] and isinstance(reader.offsets, np.ndarray) and len(reader) == 50
-    assert reader[37] == "37" and len(calls) == 1
+    assert len(calls) == 50 and isinstance(reader.offsets, np.ndarray) and len(reader) == 50
+    assert reader[37] == "37" and len(calls) == 51  # reading a record parses just that line
+
+
+def test_a_broken_file_fails_before_training_with_every_bad_line(tmp_path):
+    rows = [{"text": "ok"}] * 3 + ["oops"] + [{"txt": 1}] * 12
+    path = write_jsonl(tmp_path / "many.jsonl", rows)
+    with pytest.raises(lm.UserError) as err:
+        JsonlFile(path, parse_text_record)
+    msg = str(err.value)
+    assert "13 malformed line(s)" in msg and "many.jsonl:4: invalid JSON" in msg and "many.jsonl:5: " in msg
+    assert "... and 3 more" in msg and "--skip_bad_lines 1" in msg
 
 
 def test_malformed_line_names_file_and_line(tmp_path):
     path = write_jsonl(tmp_path / "broken.jsonl", [{"text": "ok"}, "", '{"text": "unterminated'])
-    reader = JsonlFile(path, parse_text_record)  # lazy: constructing succeeds
-    assert reader[0] == "ok"
-    with pytest.raises(ValueError, match=r"broken\.jsonl:3: invalid JSON"):
-        reader[1]
+    with pytest.raises(ValueError, match=r"broken\.jsonl:3: invalid JSON"):  # found while indexing
+        JsonlFile(path, parse_text_record)
 
 
 @pytest.mark.parametrize("row, problem", [
@@ -137,7 +145,7 @@ def test_wrong_chat_field_is_explained(tmp_path, row, problem):
 def test_skip_bad_lines_drops_and_counts(tmp_path, tok):
     path = write_jsonl(tmp_path / "mixed.jsonl",
                        [{"text": "a"}, "not json", {"text": "b"}, "", {"text": None}, {"text": "c"}])
-    with pytest.warns(UserWarning, match=r"skipped 2 bad line\(s\).*line 2: invalid JSON.*line 5: "):
+    with pytest.warns(UserWarning, match=r"skipped 2 bad line\(s\).*mixed\.jsonl:2: invalid JSON.*mixed\.jsonl:5: "):
         reader = JsonlFile(path, parse_text_record, skip_bad_lines=True)
     assert reader.skipped_lines == 2
     assert [reader[i] for i in range(len(reader))] == ["a", "b", "c"]

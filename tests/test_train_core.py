@@ -238,8 +238,11 @@ def fake_npu(monkeypatch):
         torch.utils.rename_privateuse1_backend("npu")
     except RuntimeError:
         pass
-    monkeypatch.setattr(torch, "npu", npu, raising=False)
-    return calls
+    torch.npu = npu  # set by hand, not monkeypatch: its undo would delete the stub left below
+    yield calls
+    # the backend rename cannot be undone; leave an "npu" module with no devices, so later code in this process
+    # (torch.accelerator, DataLoader pin_memory) sees an absent accelerator instead of failing to find torch.npu
+    torch.npu = types.SimpleNamespace(is_available=lambda: False, device_count=lambda: 0)
 
 
 def test_npu_is_preferred_and_uses_hccl_fp16(fake_npu, monkeypatch):
@@ -288,12 +291,15 @@ def test_sampler_shards_global_batches_and_skips():
 
 # ------------------------------------------------------------------------------------------------------ bad input
 
-@pytest.mark.parametrize("case", ["missing_data", "malformed", "unknown_weight", "batch_too_big", "readonly_out"])
+@pytest.mark.parametrize("case", ["missing_data", "malformed", "unknown_weight", "batch_too_big", "readonly_out",
+                                  "batch_zero", "accumulation_zero"])
 def test_bad_input_gives_clear_error(case, tmp_path, pretrain_data):
     args = ["--data_path", pretrain_data, "--batch_size", 4, "--max_steps", 1, "--save_dir", tmp_path / "out",
             "--checkpoint_dir", tmp_path / "ck"]
     expect = {"missing_data": "not found", "malformed": "invalid JSON", "unknown_weight": "nope_64.pth",
-              "batch_too_big": "fewer than one batch", "readonly_out": "not writable"}[case]
+              "batch_too_big": "fewer than one batch", "readonly_out": "not writable",
+              "batch_zero": "--batch_size 0: must be at least 1",
+              "accumulation_zero": "--accumulation_steps 0: must be at least 1"}[case]
     if case == "missing_data":
         args[1] = tmp_path / "absent.jsonl"
     elif case == "malformed":
@@ -304,6 +310,10 @@ def test_bad_input_gives_clear_error(case, tmp_path, pretrain_data):
         args += ["--from_weight", "nope"]
     elif case == "batch_too_big":
         args[3] = 1000
+    elif case == "batch_zero":
+        args[3] = 0
+    elif case == "accumulation_zero":
+        args += ["--accumulation_steps", 0]
     elif case == "readonly_out":
         if os.geteuid() == 0:  # root ignores permission bits; a file where the folder should be fails for anyone
             (tmp_path / "out").write_text("a file, not a folder")
@@ -313,5 +323,18 @@ def test_bad_input_gives_clear_error(case, tmp_path, pretrain_data):
     proc = run_stage("train_pretrain.py", *args, check=False)
     assert proc.returncode == 2, proc.stderr
     assert expect in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    if case == "malformed":  # file and line named; the bad lines are the even ones
-        assert int(re.search(r"bad\.jsonl:(\d+):", proc.stderr).group(1)) % 2 == 0
+    if case == "malformed":  # every bad line named (the even ones), before any training step
+        assert [int(n) % 2 for n in re.findall(r"bad\.jsonl:(\d+):", proc.stderr)] == [0, 0, 0, 0]
+        assert "step " not in proc.stdout
+
+
+@pytest.mark.parametrize("broken", ["missing", "garbage"])
+def test_a_missing_or_broken_tokenizer_names_the_folder_and_the_fix(broken, tmp_path):
+    from model.checkpoint import load_tokenizer
+    if broken == "garbage":
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (tmp_path / name).write_text("{not json")
+    with pytest.raises(trainer_utils.UserError) as err:
+        load_tokenizer(tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path) in msg and "git checkout -- model/tokenizer.json" in msg and "train_tokenizer.py" in msg

@@ -572,8 +572,23 @@ def reduce_logprobs(logp: torch.Tensor, mask: torch.Tensor, how: str = "mean") -
     return total if how == "sum" else total / mask.sum(-1).clamp(min=1)
 
 
+# flag -> smallest value that makes sense; 0 for these would divide by zero or never log / save
+MINIMUM_FLAG_VALUES = {"batch_size": 1, "accumulation_steps": 1, "epochs": 1, "max_seq_len": 2, "log_interval": 1,
+                       "save_interval": 1, "max_steps": 0, "warmup_steps": 0, "num_workers": 0, "grad_clip": 0,
+                       "learning_rate": 0, "hidden_size": 1, "num_hidden_layers": 1}
+
+
+def check_common_args(args) -> None:
+    """Refuse values of the shared flags that cannot work, naming the flag (before any model or data is built)."""
+    for flag, low in MINIMUM_FLAG_VALUES.items():
+        value = getattr(args, flag, None)
+        if value is not None and value < low:
+            raise UserError(f"--{flag} {value}: must be at least {low}")
+
+
 def start_stage(args):
     """Device/distributed context, rank-0 logger, seeded model (from `--from_weight`) and tokenizer for a stage."""
+    check_common_args(args)
     ctx = init_distributed_mode(args.device, args.dtype)
     log = main_logger(ctx)
     seed_everything(args.seed)
