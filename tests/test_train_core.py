@@ -242,7 +242,8 @@ def fake_npu(monkeypatch):
     yield calls
     # the backend rename cannot be undone; leave an "npu" module with no devices, so later code in this process
     # (torch.accelerator, DataLoader pin_memory) sees an absent accelerator instead of failing to find torch.npu
-    torch.npu = types.SimpleNamespace(is_available=lambda: False, device_count=lambda: 0)
+    torch.npu = types.SimpleNamespace(is_available=lambda: False, device_count=lambda: 0,
+                                      _is_in_bad_fork=lambda: False, manual_seed_all=lambda seed: None)
 
 
 def test_npu_is_preferred_and_uses_hccl_fp16(fake_npu, monkeypatch):
