@@ -2,8 +2,10 @@
 
 Chat (eval_llm.py), the API server and RL rollouts all decode through `Engine.generate` / `Engine.stream`.
 Prompts of different lengths are left-padded into one batch, prefilled once, then decoded one token per step
-for every row; `num_samples=G` prefills each prompt once and decodes G rows from copies of its cache
-(what GRPO needs). The tests check it against a naive full forward and against `model.generate()`.
+for every running row; `num_samples=G` prefills each prompt once and decodes G rows from copies of its cache
+(what GRPO needs). Each step reports its tokens and which rows ended and why (stop id, length, cancelled); ended
+rows leave the batch, so an RL batch whose answers stop early no longer pays for its longest one on every row.
+The tests check it against a naive full forward and against `model.generate()`.
 """
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
