@@ -89,13 +89,50 @@ def unwrap(model):
     return getattr(model, "_orig_mod", model)
 
 
+def tokenizer_fingerprint(folder: Path) -> str:
+    """16 hex digits of a hash over the vocabulary (token -> id, added tokens included) of folder/tokenizer.json:
+    equal for equal vocabularies, whatever the formatting of the file."""
+    import hashlib
+    path = Path(folder) / "tokenizer.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        vocab = dict(data["model"]["vocab"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read the vocabulary of {path}: {e}") from None
+    vocab.update({t["content"]: t["id"] for t in data.get("added_tokens", [])})
+    return hashlib.sha256(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def tokenizer_record(folder: Path) -> dict:
+    return {"path": display_path(folder), "fingerprint": tokenizer_fingerprint(folder)}
+
+
+def weights_tokenizer(weights: Path, given=None) -> Path:
+    """The tokenizer folder to use with `weights`: --tokenizer_path when given, else the one its sidecar records,
+    else model/. Refuses a tokenizer whose vocabulary differs from the one the weights were trained with."""
+    try:
+        record = (read_sidecar(weights) or {}).get("tokenizer")
+    except ValueError:
+        record = None
+    folder = repo_path(given) if given else (repo_path(record["path"]) if record else TOKENIZER_DIR)
+    if record and not given and not (folder / "tokenizer.json").is_file():
+        raise UserError(f"{weights} was trained with the tokenizer in {record['path']}, which is gone; "
+                        f"restore it or pass --tokenizer_path FOLDER with the same vocabulary")
+    if record and tokenizer_fingerprint(folder) != record["fingerprint"]:
+        raise UserError(f"{weights} was trained with the tokenizer in {record['path']} (vocabulary "
+                        f"{record['fingerprint']}), but {display_path(folder)} has another vocabulary "
+                        f"({tokenizer_fingerprint(folder)}); use --tokenizer_path {record['path']}")
+    return folder
+
+
 def save_weights(model, path: Path, args: argparse.Namespace) -> None:
     """Half-precision state_dict in MiniMind2's layout, plus a JSON sidecar with config and training args."""
     model = unwrap(model)
     state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
     atomic_save(state, path)
     config = {k: getattr(model.config, k) for k in SIDECAR_CONFIG_KEYS}
-    atomic_write_json({"format": "minimind2-pth", "model_config": config,
+    tokenizer = repo_path(getattr(args, "tokenizer_path", None) or TOKENIZER_DIR)
+    atomic_write_json({"format": "minimind2-pth", "model_config": config, "tokenizer": tokenizer_record(tokenizer),
                        "train_args": {k: v for k, v in vars(args).items() if jsonable(v)}}, sidecar_path(path))
 
 
@@ -189,6 +226,8 @@ def load_weights(model, path: Path, hint: str = "") -> None:
     unwrap(model).load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
 
 
+# the files that make up a tokenizer folder; the chat template lives inside tokenizer_config.json, which every
+# transformers version (and vLLM, through AutoTokenizer) understands
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -233,6 +272,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     add("--inference_rope_scaling", type=int, nargs="?", const=1, default=0, choices=[0, 1],
         help="1 = YaRN 外推长上下文 / YaRN RoPE scaling (2048 trained positions x16) for long contexts")
     add("--device", default=None, help="npu[:i] / cuda[:i] / mps / cpu；默认自动 / default: auto (NPU > CUDA > MPS > CPU)")
+    add("--tokenizer_path", default=None,
+        help="分词器目录；默认用权重 .json 记录的那个 / tokenizer folder; default: the one the weights' sidecar "
+             "records (model/ for files without a record); a different vocabulary is refused")
 
 
 def weight_candidates(save_dir, stage: str) -> list:
@@ -347,7 +389,8 @@ def load_hf_folder(args):
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=remote)
     else:
-        tokenizer = load_tokenizer()
+        tokenizer = load_tokenizer(repo_path(args.tokenizer_path) if getattr(args, "tokenizer_path", None)
+                                   else TOKENIZER_DIR)
     info(f"model: {folder} (transformers folder, tokenizer from {folder if has_tokenizer else 'model/'})")
     return model, tokenizer
 
@@ -357,10 +400,12 @@ def load_native(args):
     cfg["inference_rope_scaling"] = bool(args.inference_rope_scaling)
     model = MiniMindForCausalLM(MiniMindConfig(**cfg))
     load_weights(model, path, hint=f"train it with: {train_command(args.weight, cfg, args.save_dir)}")
+    tokenizer = weights_tokenizer(path, getattr(args, "tokenizer_path", None))
     c = model.config
     info(f"model: {path} (hidden_size {c.hidden_size}, {c.num_hidden_layers} layers, "
-         f"{'MoE' if c.use_moe else 'dense'}{', YaRN x16' if c.inference_rope_scaling else ''}; {source})")
-    return model, load_tokenizer()
+         f"{'MoE' if c.use_moe else 'dense'}{', YaRN x16' if c.inference_rope_scaling else ''}; {source}; "
+         f"tokenizer {display_path(tokenizer)})")
+    return model, load_tokenizer(tokenizer)
 
 
 def is_native(args) -> bool:

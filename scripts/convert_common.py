@@ -10,6 +10,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,20 +19,19 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from model.checkpoint import (  # noqa: E402
     TOKENIZER_DIR,
+    TOKENIZER_FILES,
     load_weights,
     missing_weight_message,
     read_sidecar,
     resolve_weight,
     sidecar_path,
     sizes_from_state_dict,
+    weights_tokenizer,
     train_command,
 )
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 from model.runtime import UserError, repo_path  # noqa: E402
 
-# Files of model/ that make up the tokenizer; the chat template lives inside tokenizer_config.json, which every
-# transformers version (and vLLM, which reads it through AutoTokenizer) understands.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 # eval_llm.py's sampling defaults, so `generate()` / vLLM without arguments behave like our chat.
 GENERATION_DEFAULTS = dict(do_sample=True, temperature=0.85, top_p=0.85)
 # A converted model must reproduce the native logits. fp32 summation-order noise is ~1e-6 for the tiny test models
@@ -167,9 +167,11 @@ def output_dir(given, default: str) -> Path:
 
 # ---------------------------------------------------------------------------------------- files in every HF folder
 
-def copy_tokenizer(dst: Path) -> None:
+def copy_tokenizer(dst: Path, weights: Optional[Path] = None) -> None:
+    """The tokenizer the weights were trained with (their sidecar's record; model/ without one) into dst."""
+    folder = weights_tokenizer(weights) if weights is not None else TOKENIZER_DIR
     for name in TOKENIZER_FILES:
-        src = TOKENIZER_DIR / name
+        src = folder / name
         if not src.is_file():
             raise UserError(f"tokenizer file {src} is missing; restore it with git checkout, or retrain it with "
                             f"python trainer/train_tokenizer.py")

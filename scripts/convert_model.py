@@ -26,6 +26,7 @@ from model.checkpoint import save_weights, weight_path  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 from model.runtime import ROOT, UserError, repo_path, user_errors  # noqa: E402
 from scripts.convert_common import (  # noqa: E402
+    TOKENIZER_FILES,
     add_checkpoint_args,
     atomic_output_dir,
     check_output_dir,
@@ -80,7 +81,7 @@ def to_hf(args) -> Path:
         shutil.copyfile(MODEL_FILE, tmp / MODEL_FILE.name)
         # The tensors exactly as stored in the .pth (fp16 for trainer output): the round trip stays bit-identical.
         save_safetensors({k: v for k, v in state.items() if k != "lm_head.weight"}, tmp / "model.safetensors")
-        copy_tokenizer(tmp)
+        copy_tokenizer(tmp, path)
         write_generation_config(tmp, config)
     print(f"wrote {out}\n  load it with AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True), "
           f"or: python eval_llm.py auto --load_from {out}", flush=True)
@@ -116,7 +117,16 @@ def to_pth(args) -> Path:
     if path.exists() and not args.force:
         raise UserError(f"{path} exists; pass --force to overwrite it, or choose another --save_weight / --save_dir")
     print(f"converting {folder} ({describe(config)}) -> {path}", flush=True)
-    save_weights(model, path, argparse.Namespace(converted_from=str(folder), save_weight=args.save_weight))
+    tokenizer = None
+    if (folder / "tokenizer.json").is_file():  # the folder's own vocabulary travels with the weights (MiniMind2's
+        tokenizer = path.parent / f"{path.stem}_tokenizer"  # differs from model/), recorded in the sidecar
+        with atomic_output_dir(tokenizer, force=True) as tmp:
+            for name in TOKENIZER_FILES:
+                if (folder / name).is_file():
+                    shutil.copyfile(folder / name, tmp / name)
+    save_weights(model, path, argparse.Namespace(converted_from=str(folder), save_weight=args.save_weight,
+                                                 tokenizer_path=str(tokenizer) if tokenizer else None))
+    print(f"tokenizer: {tokenizer or 'model/ (the folder has no tokenizer.json)'}", flush=True)
     print(f"wrote {path} and {path.with_suffix('.json').name}\n"
           f"  fine-tune it with e.g. python trainer/train_full_sft.py --from_weight {args.save_weight} "
           f"--hidden_size {config.hidden_size} --num_hidden_layers {config.num_hidden_layers}"

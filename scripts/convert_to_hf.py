@@ -200,7 +200,7 @@ def convert(args) -> Path:
         hf_config = qwen2_moe_config(config, args.dtype) if config.use_moe else llama_config(config, args.dtype)
         write_json(hf_config, tmp / "config.json")
         save_safetensors(hf_state(model, dtype), tmp / "model.safetensors")
-        copy_tokenizer(tmp)
+        copy_tokenizer(tmp, path)
         write_generation_config(tmp, config)
         result = verify_folder(tmp, model, dtype)
         print(f"verified: {result['class']} loads with plain transformers; max |logit difference| vs the native "
@@ -209,7 +209,7 @@ def convert(args) -> Path:
         if args.gguf:
             from scripts.export_gguf import gguf_file_name, ollama_modelfile, write_gguf
             gguf_path = tmp / gguf_file_name(dtype)
-            write_gguf(model, gguf_path, dtype)
+            write_gguf(model, gguf_path, dtype, tmp)
             (tmp / "Modelfile").write_text(ollama_modelfile(gguf_path.name, trained_context_len(config)), encoding="utf-8")
     print(f"wrote {out}", flush=True)
     if args.gguf:

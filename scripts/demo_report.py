@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import torch  # noqa: E402
 
-from model.checkpoint import atomic_write_text, load_tokenizer, load_weights, resolve_weight  # noqa: E402
+from model.checkpoint import (atomic_write_text, load_tokenizer, load_weights, resolve_weight,  # noqa: E402
+                              weights_tokenizer)
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters  # noqa: E402
 from model.runtime import UserError, display_path, repo_path, user_errors  # noqa: E402
 
@@ -137,11 +138,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     with user_errors():
         torch.manual_seed(0)
-        tokenizer = load_tokenizer()
         texts = read_heldout(repo_path(args.data_path), args.max_chars)
         rows, files, cfg = {}, [], None
         for stage in args.weights:
             path, cfg, model = load_stage(args.save_dir, stage)
+            tokenizer = load_tokenizer(weights_tokenizer(path))
             rows[stage] = bits_per_char(model, tokenizer, texts)
             files += [path, path.with_suffix(".json")]
         untrained = MiniMindForCausalLM(MiniMindConfig(**cfg)).eval()

@@ -63,14 +63,14 @@ def read_vocab(tokenizer_dir=TOKENIZER_DIR) -> dict:
             "add_bos": bool(cfg.get("add_bos_token", False))}
 
 
-def write_gguf(model, path, dtype: torch.dtype) -> None:
+def write_gguf(model, path, dtype: torch.dtype, tokenizer_dir=TOKENIZER_DIR) -> None:
     """Write `model` (dense MiniMindForCausalLM) to `path`; 1-D norm weights stay fp32, as llama.cpp expects."""
     import gguf
     config = model.config
     if config.use_moe:
         raise UserError("GGUF export supports dense models only")
     qtype, file_type, _ = gguf_type(dtype)
-    vocab = read_vocab()
+    vocab = read_vocab(tokenizer_dir)
     if len(vocab["tokens"]) != config.vocab_size:
         raise UserError(f"tokenizer has {len(vocab['tokens'])} tokens but the model's vocab_size is "
                         f"{config.vocab_size}; the GGUF would map ids to the wrong rows")

@@ -42,6 +42,7 @@ from model.checkpoint import (  # noqa: F401
     unwrap,
     weight_path,
     weight_stem,
+    weights_tokenizer,
 )
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters
 from model.runtime import (  # noqa: F401
@@ -77,6 +78,9 @@ def build_parser(description: str, **defaults) -> argparse.ArgumentParser:
     add("--save_weight", default="pretrain", help="stage name used in the output file name")
     add("--from_weight", default="none", help="stage weights to start from (e.g. pretrain), or none")
     add("--from_resume", type=int, default=0, choices=[0, 1], help="1 = continue from the resume checkpoint")
+    add("--tokenizer_path", default=None,
+        help="tokenizer folder; default: the one --from_weight's sidecar records, else model/ (recorded in the "
+             "sidecar of every weight this stage writes; a different vocabulary than the start weights is refused)")
     add = p.add_argument_group("model size / 模型尺寸").add_argument
     add("--hidden_size", type=int, default=512, help="model width (512 = MiniMind2-Small, 768 = MiniMind2)")
     add("--num_hidden_layers", type=int, default=8, help="transformer blocks")
@@ -136,8 +140,12 @@ def init_model(args, ctx: Optional[Context] = None, log: Callable = print):
         load_weights(model, path, hint=f"produce it with the '{args.from_weight}' stage, e.g. "
                                        f"python trainer/train_{stage_script(args.from_weight)}.py")
         log(f"loaded {path}")
-    log(f"model: {count_parameters(model) / 1e6:.2f}M parameters")
-    return model.to(ctx.device if ctx else "cpu"), load_tokenizer()
+        tokenizer = weights_tokenizer(path, args.tokenizer_path)  # the weights' own vocabulary, or a clear refusal
+    else:
+        tokenizer = repo_path(args.tokenizer_path) if args.tokenizer_path else TOKENIZER_DIR
+    args.tokenizer_path = display_path(tokenizer)  # recorded in the sidecar of everything this stage writes
+    log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; tokenizer {args.tokenizer_path}")
+    return model.to(ctx.device if ctx else "cpu"), load_tokenizer(tokenizer)
 
 
 def load_frozen_model(args, stage: str, ctx: Context, log: Callable = print, **sizes):
@@ -154,6 +162,7 @@ def load_frozen_model(args, stage: str, ctx: Context, log: Callable = print, **s
     load_weights(model, path, hint=f"produce it with: python trainer/train_{stage_script(stage)}.py "
                                    f"--hidden_size {shape.hidden_size} --num_hidden_layers {shape.num_hidden_layers}"
                                    f"{' --use_moe 1' if shape.use_moe else ''}")
+    weights_tokenizer(path, args.tokenizer_path)  # a reference / teacher must share the policy's vocabulary
     log(f"loaded frozen {path}")
     model.requires_grad_(False)
     return model.to(ctx.device).eval()
