@@ -52,6 +52,9 @@ def add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     add("--inference_rope_scaling", type=int, default=None, choices=[0, 1],
         help="1 = export with YaRN (2048 trained positions x16), as eval_llm.py --inference_rope_scaling runs it; "
              "default: the sidecar's setting")
+    add("--tokenizer_path", default=None,
+        help="tokenizer folder to export with the weights; default: the one their sidecar records (model/ without "
+             "one); a different vocabulary than the recorded one is refused")
 
 
 # ------------------------------------------------------------------------------------------------------ checkpoints
@@ -167,9 +170,10 @@ def output_dir(given, default: str) -> Path:
 
 # ---------------------------------------------------------------------------------------- files in every HF folder
 
-def copy_tokenizer(dst: Path, weights: Optional[Path] = None) -> None:
-    """The tokenizer the weights were trained with (their sidecar's record; model/ without one) into dst."""
-    folder = weights_tokenizer(weights) if weights is not None else TOKENIZER_DIR
+def copy_tokenizer(dst: Path, weights: Optional[Path] = None, given: Optional[str] = None) -> None:
+    """The tokenizer the weights were trained with (their sidecar's record, or --tokenizer_path checked against it;
+    model/ without either) into dst."""
+    folder = weights_tokenizer(weights, given) if weights is not None else TOKENIZER_DIR
     for name in TOKENIZER_FILES:
         src = folder / name
         if not src.is_file():

@@ -81,7 +81,7 @@ def to_hf(args) -> Path:
         shutil.copyfile(MODEL_FILE, tmp / MODEL_FILE.name)
         # The tensors exactly as stored in the .pth (fp16 for trainer output): the round trip stays bit-identical.
         save_safetensors({k: v for k, v in state.items() if k != "lm_head.weight"}, tmp / "model.safetensors")
-        copy_tokenizer(tmp, path)
+        copy_tokenizer(tmp, path, args.tokenizer_path)
         write_generation_config(tmp, config)
     print(f"wrote {out}\n  load it with AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True), "
           f"or: python eval_llm.py auto --load_from {out}", flush=True)

@@ -200,7 +200,7 @@ def convert(args) -> Path:
         hf_config = qwen2_moe_config(config, args.dtype) if config.use_moe else llama_config(config, args.dtype)
         write_json(hf_config, tmp / "config.json")
         save_safetensors(hf_state(model, dtype), tmp / "model.safetensors")
-        copy_tokenizer(tmp, path)
+        copy_tokenizer(tmp, path, args.tokenizer_path)
         write_generation_config(tmp, config)
         result = verify_folder(tmp, model, dtype)
         print(f"verified: {result['class']} loads with plain transformers; max |logit difference| vs the native "

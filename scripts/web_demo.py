@@ -45,6 +45,8 @@ def demo_options(argv=None) -> argparse.Namespace:
     p.add_argument("--weights_dir", action="append", default=None,
                    help="可选的权重目录，可重复 / a folder visitors may load weights from (repeatable); "
                         "default: out/ and its subfolders that hold weights")
+    p.add_argument("--tokenizer_path", default=None,
+                   help="分词器目录；默认用权重 .json 记录的那个 / tokenizer folder; default: the weights' recorded one")
     p.add_argument("--api_base_url", default="http://127.0.0.1:8998/v1",
                    help="API 模式连接的 OpenAI 兼容服务 / the OpenAI-compatible server API mode talks to")
     args, _ = p.parse_known_args(sys.argv[1:] if argv is None else argv)  # AppTest runs under pytest's argv
@@ -88,7 +90,8 @@ def load_args(folder: Path, label: str, lora: str) -> argparse.Namespace:
     """The arguments eval_llm.load_model takes, for one dropdown entry."""
     args = argparse.Namespace(save_dir=str(folder), weight="full_sft", load_from=None, trust_remote_code=0,
                               lora_weight=str(folder / "lora" / lora) if lora else None, hidden_size=None,
-                              num_hidden_layers=None, use_moe=None, inference_rope_scaling=0, device=None)
+                              num_hidden_layers=None, use_moe=None, inference_rope_scaling=0, device=None,
+                              tokenizer_path=OPTIONS.tokenizer_path)
     m = weight_name(label)
     if label.endswith("/"):
         args.load_from = str(folder / label.rstrip("/"))

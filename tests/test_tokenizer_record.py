@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_main
 from model import checkpoint
-from scripts import convert_model
+from scripts import convert_model, convert_to_hf
 from trainer import train_full_sft, train_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,14 @@ def test_stages_record_use_and_guard_the_tokenizer(other_tokenizer, tmp_path):
     _, tokenizer = checkpoint.load_native(args)
     assert tokenizer.get_vocab() == checkpoint.load_tokenizer(other_tokenizer).get_vocab()
     assert tokenizer.get_vocab() != checkpoint.load_tokenizer().get_vocab()
+
+    # the export carries the weights' tokenizer; another one is refused
+    hf = tmp_path / "hf"
+    assert run_main(convert_to_hf.main, ["--save_dir", out, "--output_dir", hf]).returncode == 0
+    assert checkpoint.tokenizer_fingerprint(hf) == record["fingerprint"]
+    proc = run_main(convert_to_hf.main, ["--save_dir", out, "--output_dir", tmp_path / "hf2", "--tokenizer_path",
+                                         "model"])
+    assert proc.returncode == 2 and "--tokenizer_path" in proc.stderr and not (tmp_path / "hf2").exists()
 
 
 def test_files_without_a_record_use_model_and_to_pth_keeps_the_folders_tokenizer(other_tokenizer, tmp_path):
