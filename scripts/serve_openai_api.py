@@ -632,11 +632,12 @@ class ModelHost:
     def _load(self) -> None:
         try:
             from model.engine import Engine
+            from model.runtime import UserError
             model, tokenizer = self.load()
             limit = getattr(model.config, "max_position_embeddings", None) or trained_context_len(model.config)
             max_len = self.settings.max_model_len or trained_context_len(model.config)
             if max_len > limit:
-                raise ValueError(f"--max_model_len {max_len} exceeds the model's max_position_embeddings {limit}")
+                raise UserError(f"--max_model_len {max_len} exceeds the model's max_position_embeddings {limit}")
             engine = Engine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
             self.worker = BatchWorker(engine, self.settings.max_batch_size, max_len)
             self.worker.start()
@@ -969,7 +970,7 @@ def main(argv=None) -> int:
         server.run(sockets=[sock])
         if failure:
             err = failure[0]
-            if isinstance(err, (UserError, FileNotFoundError, ValueError)):
+            if isinstance(err, (UserError, FileNotFoundError)):
                 raise err
             raise RuntimeError(f"model loading failed: {type(err).__name__}: {err}") from err
     return 0
