@@ -10,6 +10,7 @@ Trainers write through `save_weights`/`atomic_save`; eval_llm.py, the server, th
 load through `resolve_weight`/`load_model`. Every write goes to a temp file that is then renamed.
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -91,11 +92,21 @@ def unwrap(model):
 
 def tokenizer_fingerprint(folder: Path) -> str:
     """16 hex digits of a hash over the vocabulary (token -> id, added tokens included) of folder/tokenizer.json:
-    equal for equal vocabularies, whatever the formatting of the file."""
-    import hashlib
-    path = Path(folder) / "tokenizer.json"
+    equal for equal vocabularies, whatever the formatting of the file. Cached per file version, since every save of
+    a run records it and parsing the 6400-token file each time would be wasted work."""
+    path = (Path(folder) / "tokenizer.json").resolve()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        stat = path.stat()
+    except OSError as e:
+        raise UserError(f"cannot read the vocabulary of {path}: {e.strerror}") from None
+    return _vocabulary_hash(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _vocabulary_hash(path: str, mtime_ns: int, size: int) -> str:
+    import hashlib
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         vocab = dict(data["model"]["vocab"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"cannot read the vocabulary of {path}: {e}") from None
