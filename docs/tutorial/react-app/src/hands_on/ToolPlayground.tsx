@@ -1,0 +1,3 @@
+export default function ToolPlayground() {
+  return <section><h2>工具测试 / Tool playground</h2></section>;
+}
