@@ -1,18 +1,33 @@
-"""The one generation engine: batched sampling with a preallocated KV cache.
+"""The one generation engine: batched sampling over a preallocated KV cache that rows join and leave.
 
-Chat (eval_llm.py), the API server and RL rollouts all decode through `Engine.generate` / `Engine.stream`.
-Prompts of different lengths are left-padded into one batch, prefilled once, then decoded one token per step
-for every running row; `num_samples=G` prefills each prompt once and decodes G rows from copies of its cache
-(what GRPO needs). Each step reports its tokens and which rows ended and why (stop id, length, cancelled); ended
-rows leave the batch, so an RL batch whose answers stop early no longer pays for its longest one on every row.
-The tests check it against a naive full forward and against `model.generate()`.
+Chat (eval_llm.py), the API server and RL rollouts all decode through `Engine`:
+- `Engine.stream(prompts)` / `Engine.generate(prompts)`: one batch that starts together (evaluation, RL; with
+  `num_samples=G` each prompt is prefilled once and decoded G times from copies of its cache, what GRPO needs);
+- `Engine.batch(max_rows, max_len)`: a `BatchDecoder` that new prompts join between decoding steps (continuous
+  batching, the API server), each row with its own sampling settings and budget.
+Both are the same code: `stream` is a BatchDecoder whose rows all join at step 0.
+
+The cache layout: every row writes its next key/value at one shared column (the timeline T); a row's tokens sit
+in columns [start_r, T), so a row that joins later is a left-padded row of the same batch and one slice write per
+layer serves every row. A joining prompt is prefilled on its own and its cache copied in so that it ends at T.
+Ended rows (stop id, length, cancelled) leave the batch: rows are compacted in place, so a batch costs what its
+live rows cost. When T reaches the end of the buffer, the columns before the oldest live row are dropped.
+
+On CUDA the decode forward is replayed from CUDA graphs captured per (batch bucket, column bucket), and stop
+checks stay on the device: tokens are copied to the host every `sync_every` steps, not every token. Batch-1
+decoding of a small model is pure kernel-launch overhead, which is what the graphs remove. Every buffer a graph
+reads is preallocated and updated in place. The tests check greedy output against a naive full forward, against
+`model.generate()`, and the bucketed (graph-shaped) path against the exact-shaped one.
 """
+import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
 from .model_minimind import StaticKVCache
+
+log = logging.getLogger("minimind.engine")
 
 
 @dataclass
@@ -34,29 +49,37 @@ class Completion:
     finish_reason: str = "length"  # "stop": a stop id was produced (not included); "cancelled"
 
 
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """Divide positive logits of seen tokens by `penalty`, multiply negative ones (the CTRL / HF convention)."""
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty) -> torch.Tensor:
+    """Divide positive logits of seen tokens by `penalty`, multiply negative ones (the CTRL / HF convention).
+    `penalty` is a number or a [rows, 1] tensor (one per row)."""
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, penalised, logits)
 
 
-def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Set logits outside the top-k and outside the smallest nucleus with mass >= top_p to -inf."""
-    if top_k > 0 and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if 0.0 < top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = sorted_logits.softmax(-1)
-        # drop a token when the mass before it already reaches top_p; the most likely token always stays
-        drop = (probs.cumsum(-1) - probs) >= top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits
+def filter_top_k_top_p(logits: torch.Tensor, top_k, top_p) -> torch.Tensor:
+    """Set logits outside the top-k and outside the smallest nucleus with mass >= top_p to -inf.
+
+    `top_k` / `top_p` are numbers or per-row tensors ([rows] long / float; top_k 0 and top_p 1 mean no filter).
+    """
+    vocab = logits.shape[-1]
+    if not torch.is_tensor(top_k):
+        top_k = torch.full(logits.shape[:-1], int(top_k), dtype=torch.long, device=logits.device)
+    if not torch.is_tensor(top_p):
+        top_p = torch.full(logits.shape[:-1], float(top_p), device=logits.device)
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    rank = torch.arange(vocab, device=logits.device)
+    k = torch.where((top_k > 0) & (top_k < vocab), top_k, vocab)
+    drop = rank >= k[..., None]
+    probs = sorted_logits.softmax(-1)
+    # drop a token when the mass before it already reaches top_p; the most likely token always stays
+    nucleus = (top_p > 0) & (top_p < 1)
+    drop |= nucleus[..., None] & ((probs.cumsum(-1) - probs) >= top_p[..., None])
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, seen: Optional[torch.Tensor],
                 generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Pick one token per row from [rows, vocab] logits."""
+    """Pick one token per row from [rows, vocab] logits, all rows with the same settings."""
     logits = logits.float()
     if seen is not None and params.repetition_penalty != 1.0:
         logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
@@ -78,6 +101,438 @@ class Step:
         return iter(self.tokens)
 
 
+# ------------------------------------------------------------------------------------------------------ the cache
+
+class TimelineKVCache:
+    """[max_rows, kv_heads, max_len, head_dim] keys and values per layer, written at one shared column per step.
+
+    The model calls `update(k, v, layer)` during a decode forward; `begin(rows, cols, column)` says which rows take
+    part, how many columns attention reads (T + 1 exactly, or a bucket for a CUDA graph) and the write column (a
+    1-element device tensor, so a captured graph reads it at replay).
+    """
+
+    def __init__(self, config, max_rows: int, max_len: int, device, dtype):
+        shape = (max_rows, config.num_key_value_heads, max_len, config.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.max_len = max_len
+        self.rows = self.cols = 0
+        self.column: Optional[torch.Tensor] = None
+
+    def begin(self, rows: int, cols: int, column: torch.Tensor) -> None:
+        self.rows, self.cols, self.column = rows, cols, column
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.cols - 1
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int):
+        keys, values = self.keys[layer_idx][:self.rows], self.values[layer_idx][:self.rows]
+        keys.index_copy_(2, self.column, k)
+        values.index_copy_(2, self.column, v)
+        return keys[:, :, :self.cols], values[:, :, :self.cols]
+
+    def move_rows(self, keep: torch.Tensor, lo: int, hi: int) -> None:
+        """Rows `keep` (in order) become rows 0..len(keep)-1; only columns [lo, hi) hold live data."""
+        n = keep.numel()
+        for t in self.keys + self.values:
+            t[:n, :, lo:hi] = t[keep, :, lo:hi]
+
+    def shift(self, rows: int, lo: int, hi: int, by: int) -> None:
+        """Move columns [lo, hi) of the first `rows` rows by `by` columns (left when negative)."""
+        for t in self.keys + self.values:
+            t[:rows, :, lo + by:hi + by] = t[:rows, :, lo:hi].clone()
+
+    def place(self, row0: int, prefill: StaticKVCache, end: int) -> None:
+        """Copy a prefilled batch's cache into rows row0.. so that its last column lands at `end` - 1."""
+        width = prefill.length
+        for dst, src in zip(self.keys + self.values, prefill.keys + prefill.values):
+            dst[row0:row0 + src.shape[0], :, end - width:end] = src[:, :, :width]
+
+
+def _bucket(n: int, limit: int, smallest: int = 1) -> int:
+    """The next power of two >= n (at least `smallest`), capped at `limit`: the shapes CUDA graphs are kept for."""
+    b = smallest
+    while b < n:
+        b *= 2
+    return min(b, limit)
+
+
+@dataclass
+class _Row:
+    id: int
+    group: int  # rows added by one add() call share sampling settings and a seeded generator
+    max_new: int
+    produced: int = 0
+    done: bool = False  # a stop id came while tokens stayed on the device (not yielded past it)
+
+
+@dataclass
+class _Group:
+    params: SamplingParams
+    generator: Optional[torch.Generator]
+    sampled: bool
+
+
+class BatchDecoder:
+    """A decoding batch that prompts join between steps: `add()` queues prompts, each `step()` returns one `Step`.
+
+    Row ids are handed out by `add` and never reused. `cancel(row)` ends a row at the next step. At most
+    `max_rows` rows decode at once; `free_rows` says how many more fit. A row's prompt + max_new_tokens must fit in
+    `max_len`. `sync_every` > 1 keeps up to that many steps on the device between host reads (on CUDA); joins and
+    cancels then take effect at those boundaries.
+    """
+
+    def __init__(self, engine: "Engine", max_rows: int, max_len: int, sync_every: int = 1,
+                 cuda_graphs: bool = False, static_shapes: Optional[bool] = None):
+        model = engine.model
+        self.engine, self.model, self.config = engine, model, model.config
+        self.max_rows, self.max_len, self.sync_every = max_rows, max_len, max(1, sync_every)
+        device = self.device = engine.device
+        dtype = next(model.parameters()).dtype
+        self.vocab = model.config.vocab_size
+        self.cache = TimelineKVCache(model.config, max_rows, max_len, device, dtype)
+        z = dict(device=device)
+        # per-row state, preallocated and updated in place (a captured graph reads these addresses)
+        self.start = torch.zeros(max_rows, dtype=torch.long, **z)  # first live column of each row
+        self.pos = torch.zeros(max_rows, dtype=torch.long, **z)  # RoPE position of each row's next token
+        self.token = torch.zeros(max_rows, dtype=torch.long, **z)  # each row's last sampled token
+        self.temperature = torch.ones(max_rows, **z)
+        self.top_p = torch.ones(max_rows, **z)
+        self.top_k = torch.zeros(max_rows, dtype=torch.long, **z)
+        self.penalty = torch.ones(max_rows, **z)
+        self.stop = torch.zeros(max_rows, self.vocab, dtype=torch.bool, **z)
+        self.seen: Optional[torch.Tensor] = None  # [max_rows, vocab] once a row uses repetition_penalty
+        self.column = torch.zeros(1, dtype=torch.long, **z)
+        self.columns = torch.arange(max_len, **z)
+        self.rows: List[_Row] = []  # batch index -> row
+        self.starts: List[int] = []  # host copy of start
+        self.T = 0  # the shared write column
+        self.pending = 0  # rows 0..pending-1 have a sampled token whose forward has not run yet
+        self.queue: list = []  # (ids, prompts, group, num_samples) waiting for the next step
+        self.groups: Dict[int, _Group] = {}
+        self.cancelled: set = set()
+        self.forward_rows: List[int] = []  # rows in each forward pass: what leaving the batch saves is visible here
+        self.ready: list = []  # Steps computed on the device and read back, not yet returned
+        self._next_id = self._next_group = 0
+        self.graphs: Dict[tuple, tuple] = {}
+        self.use_graphs = cuda_graphs and device.type == "cuda"
+        # graph-shaped decode forwards (rows and columns rounded up to buckets); on without graphs only in tests,
+        # to check on CPU that the padded rows and masked columns a graph computes change no output
+        self.static_shapes = self.use_graphs if static_shapes is None else static_shapes
+        self._graph_pool = None
+        self._sample_plan = None
+
+    # ------------------------------------------------------------------------------------------ adding rows
+
+    @property
+    def active(self) -> int:
+        """Rows decoding or queued to join."""
+        return sum(not r.done for r in self.rows) + sum(len(q[1]) * q[3] for q in self.queue)
+
+    @property
+    def free_rows(self) -> int:
+        return self.max_rows - self.active
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to report: no queued prompt, no unread step, every row ended (and not awaiting a cancel)."""
+        return not self.queue and not self.ready and all(r.done for r in self.rows)
+
+    def reset(self) -> None:
+        """Forget every row (a reused decoder starts empty; its cache and captured graphs stay)."""
+        self.rows, self.starts, self.queue, self.ready = [], [], [], []
+        self.groups, self.cancelled, self.forward_rows = {}, set(), []
+        self.T = self.pending = 0
+        self.start.zero_()
+        self.pos.zero_()
+        self.token.zero_()
+        self._sample_plan = None
+
+    def add(self, prompts: Sequence[Sequence[int]], params: Optional[SamplingParams] = None,
+            num_samples: int = 1) -> List[int]:
+        """Queue prompts (num_samples rows each) to join at the next step; returns their row ids."""
+        params = params or SamplingParams()
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        n = len(prompts) * num_samples
+        if n > self.free_rows:
+            raise ValueError(f"{n} rows do not fit: {self.free_rows} of {self.max_rows} free")
+        longest = max(len(p) for p in prompts)
+        if longest + params.max_new_tokens > self.max_len:
+            raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
+                             f"the {self.max_len} positions of this batch")
+        generator = None
+        if params.seed is not None and params.temperature > 0:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        group = self._next_group
+        self._next_group += 1
+        self.groups[group] = _Group(params, generator, params.temperature > 0)
+        ids = list(range(self._next_id, self._next_id + n))
+        self._next_id += n
+        self.queue.append((ids, [list(p) for p in prompts], group, num_samples))
+        return ids
+
+    def cancel(self, row: int) -> None:
+        self.cancelled.add(row)
+
+    # ------------------------------------------------------------------------------------------ stepping
+
+    def step(self) -> Step:
+        """One decoding step: tokens of every running row, and the rows that ended."""
+        if not self.ready:
+            self._advance()
+        return self.ready.pop(0) if self.ready else Step()
+
+    @torch.inference_mode()
+    def _advance(self) -> None:
+        """Leave, join, then run up to `sync_every` steps on the device and read their tokens back at once."""
+        ended = self._leave()
+        if not self.rows and not self.queue:
+            if ended:
+                self.ready.append(Step(finished=ended))
+            return
+        # no row may pass its budget inside a chunk (stop ids may: those rows idle until the read-back)
+        steps = max(1, min([self.sync_every] + [r.max_new - r.produced for r in self.rows if not r.done]
+                           + [self.groups[q[2]].params.max_new_tokens for q in self.queue]))
+        chunk = []
+        for i in range(steps):
+            if self.pending:
+                self._decode_forward()
+            if i == 0:
+                self._join()
+            chunk.append(self._sample())
+        self._read_back(chunk, ended)
+
+    def _leave(self) -> list:
+        """Drop rows that ended or were cancelled; returns the cancelled ones' finish events."""
+        ended = [(r.id, "cancelled") for r in self.rows if r.id in self.cancelled and not r.done]
+        for r in self.rows:
+            if r.id in self.cancelled:
+                r.done = True
+        for ids, _, _, _ in self.queue:  # cancelled before joining (partly cancelled ones join, then leave)
+            if all(i in self.cancelled for i in ids):
+                ended += [(i, "cancelled") for i in ids]
+        self.queue = [q for q in self.queue if not all(i in self.cancelled for i in q[0])]
+        keep = [b for b, r in enumerate(self.rows) if not r.done]
+        if len(keep) < len(self.rows):
+            if keep:
+                if keep != list(range(len(keep))):
+                    self._compact(keep)
+            self.rows = [self.rows[b] for b in keep]
+            self.starts = [self.starts[b] for b in keep]
+            n = len(self.rows)
+            self.start[n:] = 0  # unused rows see column 0 only, so a graph's spare rows never make NaN
+            self.pos[n:] = 0
+            self.token[n:] = 0
+            self.pending = min(self.pending, n)
+            self._sample_plan = None
+        if not self.rows:
+            self.T = self.pending = 0
+        live_groups = {r.group for r in self.rows} | {q[2] for q in self.queue}
+        self.groups = {g: v for g, v in self.groups.items() if g in live_groups}
+        live_ids = {r.id for r in self.rows} | {i for q in self.queue for i in q[0]}
+        self.cancelled &= live_ids
+        return ended
+
+    def _compact(self, keep: list) -> None:
+        index = torch.tensor(keep, device=self.device)
+        lo = min(self.starts[b] for b in keep)
+        self.cache.move_rows(index, lo, self.T)
+        n = len(keep)
+        for t in (self.start, self.pos, self.token, self.temperature, self.top_p, self.top_k, self.penalty,
+                  self.stop) + ((self.seen,) if self.seen is not None else ()):
+            t[:n] = t[index]
+
+    def _make_room(self, need: int) -> None:
+        """Make T >= need (shift right) and T < max_len (drop the columns before the oldest live row)."""
+        n = len(self.rows)
+        lo = min(self.starts) if self.starts else self.T
+        if self.T < need:
+            if n:
+                self.cache.shift(n, lo, self.T, need - self.T)
+            self._shift_starts(need - self.T)
+            self.T = need
+        elif self.T >= self.max_len:
+            if lo == 0:
+                raise RuntimeError("KV cache full: a row outgrew max_len")  # budgets prevent this
+            self.cache.shift(n, lo, self.T, -lo)
+            self._shift_starts(-lo)
+            self.T -= lo
+
+    def _shift_starts(self, by: int) -> None:
+        self.starts = [s + by for s in self.starts]
+        n = len(self.rows)
+        if n:
+            self.start[:n] += by
+
+    def _decode_forward(self) -> None:
+        """Feed each pending row its last token: writes column T, leaves next-token logits for rows 0..pending-1."""
+        self._make_room(0)
+        b, T = self.pending, self.T
+        self.column.fill_(T)
+        self.forward_rows.append(b)
+        if self.use_graphs:
+            self.logits = self._graph_forward(b, T)
+        elif self.static_shapes:
+            self.logits = self._forward(_bucket(b, self.max_rows), _bucket(T + 1, self.max_len, 64))[:b]
+        else:
+            self.logits = self._forward(b, T + 1)
+        self.pos[:b] += 1
+        self.T = T + 1
+
+    def _forward(self, rows: int, cols: int) -> torch.Tensor:
+        """The decode forward for rows 0..rows-1 reading `cols` columns (T + 1, or a graph's bucket)."""
+        self.cache.begin(rows, cols, self.column)
+        cols_ = self.columns[:cols]
+        mask = (cols_[None, :] >= self.start[:rows, None]) & (cols_[None, :] <= self.column)
+        out = self.model(self.token[:rows, None], attention_mask=mask[:, None, None, :],
+                         position_ids=self.pos[:rows, None], past_key_values=self.cache, use_cache=True,
+                         logits_to_keep=1)
+        return out.logits[:, -1]
+
+    def _graph_forward(self, rows: int, T: int) -> torch.Tensor:
+        b, cols = _bucket(rows, self.max_rows), _bucket(T + 1, self.max_len, 64)
+        entry = self.graphs.get((b, cols))
+        if entry is None:
+            try:
+                entry = self.graphs[(b, cols)] = self._capture(b, cols)
+            except Exception as e:  # e.g. an op that syncs with the host; decode eagerly from here on
+                log.warning("CUDA graph capture failed (%s: %s); decoding without graphs", type(e).__name__, e)
+                self.use_graphs = self.static_shapes = False
+                torch.cuda.synchronize()
+                return self._forward(rows, T + 1)
+        graph, logits = entry
+        graph.replay()
+        return logits[:rows]
+
+    def _capture(self, rows: int, cols: int) -> tuple:
+        """Warm up on a side stream (the same write the replay would do), then capture the decode forward."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._forward(rows, cols)
+        torch.cuda.current_stream().wait_stream(stream)
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._graph_pool):
+            logits = self._forward(rows, cols)
+        return graph, logits
+
+    def _join(self) -> None:
+        """Prefill the queued prompts (one forward per add() call) and append their rows after the running ones."""
+        if not self.queue:
+            return
+        queue, self.queue = self.queue, []
+        for ids, prompts, group, num_samples in queue:
+            params = self.groups[group].params
+            longest = max(len(p) for p in prompts)
+            ids_t = torch.full((len(prompts), longest), self.engine.pad_token_id, dtype=torch.long,
+                               device=self.device)
+            mask = torch.zeros((len(prompts), longest), dtype=torch.long, device=self.device)
+            for i, p in enumerate(prompts):
+                ids_t[i, longest - len(p):] = torch.tensor(p, dtype=torch.long, device=self.device)
+                mask[i, longest - len(p):] = 1
+            padded = any(len(p) != longest for p in prompts)  # without padding the mask-free SDPA paths apply
+            prefill = StaticKVCache(self.config, len(prompts), longest, device=self.device,
+                                    dtype=self.cache.keys[0].dtype)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            self.forward_rows.append(len(prompts))
+            logits = self.model(ids_t, attention_mask=mask if padded else None, position_ids=positions,
+                                past_key_values=prefill, use_cache=True, logits_to_keep=1).logits[:, -1]
+            lengths = [len(p) for p in prompts]
+            if num_samples > 1:
+                prefill.repeat_interleave(num_samples)
+                logits = logits.repeat_interleave(num_samples, dim=0)
+                ids_t = ids_t.repeat_interleave(num_samples, dim=0)
+                mask = mask.repeat_interleave(num_samples, dim=0)
+                lengths = [n for n in lengths for _ in range(num_samples)]
+            self._make_room(longest)
+            row0, m, T = len(self.rows), len(ids), self.T
+            self.cache.place(row0, prefill, T)
+            sl = slice(row0, row0 + m)
+            starts = [T - n for n in lengths]
+            self.start[sl] = torch.tensor(starts, device=self.device)
+            self.pos[sl] = torch.tensor(lengths, device=self.device)
+            self.temperature[sl] = max(params.temperature, 1e-6)
+            self.top_p[sl] = params.top_p
+            self.top_k[sl] = params.top_k
+            self.penalty[sl] = params.repetition_penalty
+            self.stop[sl] = False
+            stop_ids = list(params.stop_ids) if params.stop_ids is not None else [self.engine.eos_token_id]
+            stop_ids = [i for i in stop_ids if i is not None and 0 <= i < self.vocab]
+            if stop_ids:
+                self.stop[sl, torch.tensor(stop_ids, device=self.device)] = True
+            if params.repetition_penalty != 1.0 and self.seen is None:
+                self.seen = torch.zeros(self.max_rows, self.vocab, dtype=torch.bool, device=self.device)
+            if self.seen is not None:
+                self.seen[sl] = False
+                self.seen[sl].scatter_(1, ids_t, mask.bool())
+            self.rows += [_Row(i, group, params.max_new_tokens) for i in ids]
+            self.starts += starts
+            pending_logits = self.logits[:self.pending] if self.pending else None
+            self.logits = logits if pending_logits is None else torch.cat([pending_logits, logits])
+            self.pending = len(self.rows)  # everyone now has logits; after sampling, everyone has a token
+        self._sample_plan = None
+
+    def _plan(self) -> tuple:
+        """Which rows sample (not greedy), grouped by generator; rebuilt only when the batch changes."""
+        if self._sample_plan is None:
+            by_gen: Dict[int, list] = {}
+            for b, r in enumerate(self.rows):
+                g = self.groups[r.group]
+                if g.sampled:
+                    by_gen.setdefault(r.group if g.generator is not None else -1, []).append(b)
+            draws = [(self.groups[k].generator if k >= 0 else None, torch.tensor(v, device=self.device))
+                     for k, v in by_gen.items()]
+            rows = [self.groups[r.group].params for r in self.rows]
+            self._sample_plan = (draws, any(p.repetition_penalty != 1.0 for p in rows),
+                                 any(p.temperature > 0 and (p.top_k > 0 or 0 < p.top_p < 1) for p in rows))
+        return self._sample_plan
+
+    def _sample(self) -> tuple:
+        """Sample every row's next token (on the device); returns (tokens, stopped) for the host read."""
+        n = len(self.rows)
+        draws, penalise, filtered = self._plan()
+        logits = self.logits[:n].float()
+        if penalise:
+            logits = apply_repetition_penalty(logits, self.seen[:n], self.penalty[:n, None])
+        token = logits.argmax(-1)
+        if draws:
+            scaled = logits / self.temperature[:n, None]
+            if filtered:
+                scaled = filter_top_k_top_p(scaled, self.top_k[:n], self.top_p[:n])
+            probs = scaled.softmax(-1)
+            for generator, index in draws:
+                token[index] = torch.multinomial(probs[index], 1, generator=generator).squeeze(-1)
+        self.token[:n] = token
+        if self.seen is not None:
+            self.seen[torch.arange(n, device=self.device), token] = True
+        return token, self.stop[:n].gather(1, token[:, None]).squeeze(1)
+
+    def _read_back(self, chunk: list, ended: list) -> None:
+        """One host read for the chunk's steps; turn them into Steps, ending rows at stop ids and budgets."""
+        tokens = torch.stack([t for t, _ in chunk], 1)
+        stops = torch.stack([s for _, s in chunk], 1)
+        tokens, stops = tokens.tolist(), stops.tolist()  # the one host sync per chunk
+        for i in range(len(chunk)):
+            out = Step(finished=ended if i == 0 else [])
+            for b, r in enumerate(self.rows):
+                if r.done or b >= len(tokens):
+                    continue
+                if stops[b][i]:
+                    out.finished.append((r.id, "stop"))
+                    r.done = True
+                    continue
+                out.tokens.append((r.id, tokens[b][i]))
+                r.produced += 1
+                if r.produced >= r.max_new:
+                    out.finished.append((r.id, "length"))
+                    r.done = True
+            self.ready.append(out)
+
+
 class Decoding:
     """A running `Engine.stream`: iterate it for `Step`s; `cancel(row)` ends a row before the next step.
 
@@ -85,33 +540,48 @@ class Decoding:
     compacted to the rows still running, so a batch costs what its live rows cost, not its longest row.
     """
 
-    def __init__(self, engine: "Engine", prompts, params: "SamplingParams", num_samples: int):
-        self._cancelled = set()
-        self.forward_rows = []  # rows in each forward pass (prefill first): what cancelling saves is visible here
-        self._gen = engine._decode(prompts, params, num_samples, self._cancelled, self.forward_rows)
+    def __init__(self, decoder: BatchDecoder):
+        self.decoder = decoder
+        self.forward_rows = decoder.forward_rows  # prefill first, then one entry per decode forward
 
     def cancel(self, row: int) -> None:
-        self._cancelled.add(row)
+        self.decoder.cancel(row)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> Step:
-        return next(self._gen)
+        if self.decoder.idle:
+            raise StopIteration
+        return self.decoder.step()
 
     def close(self) -> None:
-        self._gen.close()
+        self.decoder.reset()
 
 
 class Engine:
-    def __init__(self, model, eos_token_id: Optional[int] = None, pad_token_id: int = 0):
+    def __init__(self, model, eos_token_id: Optional[int] = None, pad_token_id: int = 0,
+                 cuda_graphs: Optional[bool] = None, sync_every: Optional[int] = None):
+        """`cuda_graphs` / `sync_every` default to on / 8 steps on CUDA and off / 1 elsewhere."""
         self.model = model
         self.eos_token_id = model.config.eos_token_id if eos_token_id is None else eos_token_id
         self.pad_token_id = pad_token_id
+        on_cuda = self.device.type == "cuda"
+        self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
+        self.sync_every = (8 if on_cuda else 1) if sync_every is None else sync_every
+        self._decoders: Dict[tuple, BatchDecoder] = {}  # with graphs: kept per shape bucket, graphs and all
 
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+    def batch(self, max_rows: int, max_len: Optional[int] = None) -> BatchDecoder:
+        """A decoder that prompts join between steps (the API server's continuous batching)."""
+        max_len = max_len or self.model.config.max_position_embeddings
+        if max_len > self.model.config.max_position_embeddings:
+            raise ValueError(f"max_len {max_len} exceeds max_position_embeddings "
+                             f"{self.model.config.max_position_embeddings}")
+        return BatchDecoder(self, max_rows, max_len, self.sync_every, self.cuda_graphs)
 
     def stream(self, prompts: Sequence[Sequence[int]], params: Optional[SamplingParams] = None,
                num_samples: int = 1) -> Decoding:
@@ -125,87 +595,18 @@ class Engine:
         if longest + params.max_new_tokens > self.model.config.max_position_embeddings:
             raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
                              f"max_position_embeddings {self.model.config.max_position_embeddings}")
-        return Decoding(self, prompts, params, num_samples)
-
-    @torch.inference_mode()
-    def _decode(self, prompts, params: SamplingParams, num_samples: int, cancelled: set,
-                forward_rows: list) -> Iterator[Step]:
-        model, device = self.model, self.device
-        stop_ids = torch.tensor(list(params.stop_ids) if params.stop_ids is not None else [self.eos_token_id],
-                                device=device)
-        generator = None
-        if params.seed is not None:
-            generator = torch.Generator(device=device).manual_seed(params.seed)
-
-        n_prompts, longest = len(prompts), max(len(p) for p in prompts)
-        total = longest + params.max_new_tokens
-        ids = torch.full((n_prompts, longest), self.pad_token_id, dtype=torch.long, device=device)
-        mask = torch.zeros((n_prompts, total), dtype=torch.long, device=device)
-        for i, p in enumerate(prompts):
-            ids[i, longest - len(p):] = torch.tensor(list(p), dtype=torch.long, device=device)
-            mask[i, longest - len(p):longest] = 1
-        padded = any(len(p) != longest for p in prompts)  # without padding the mask-free SDPA paths apply
-
-        dtype = next(model.parameters()).dtype
-        cache = StaticKVCache(model.config, n_prompts, total, device=device, dtype=dtype)
-        positions = (mask[:, :longest].cumsum(-1) - 1).clamp(min=0)
-        forward_rows.append(n_prompts)
-        logits = model(ids, attention_mask=mask[:, :longest] if padded else None, position_ids=positions,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-
-        rows = n_prompts * num_samples
-        if num_samples > 1:
-            cache.repeat_interleave(num_samples)
-            mask = mask.repeat_interleave(num_samples, dim=0)
-            ids = ids.repeat_interleave(num_samples, dim=0)
-            positions = positions.repeat_interleave(num_samples, dim=0)
-            logits = logits.repeat_interleave(num_samples, dim=0)
-        seen = None
-        if params.repetition_penalty != 1.0:
-            seen = torch.zeros(rows, logits.shape[-1], dtype=torch.bool, device=device)
-            seen.scatter_(1, ids, mask[:, :longest].bool())
-        next_pos = positions[:, -1] + 1
-        live = list(range(rows))  # batch index -> row id of the rows still decoding
-
-        for step in range(params.max_new_tokens):
-            token = sample_next(logits, params, seen, generator)
-            stopped = torch.isin(token, stop_ids).tolist()  # the one host sync per step
-            out = Step()
-            for b, (r, t, s) in enumerate(zip(live, token.tolist(), stopped)):
-                if r in cancelled:
-                    out.finished.append((r, "cancelled"))
-                elif s:
-                    out.finished.append((r, "stop"))
-                else:
-                    out.tokens.append((r, t))
-                    if step == params.max_new_tokens - 1:
-                        out.finished.append((r, "length"))
-            yield out
-            if step == params.max_new_tokens - 1:
-                return
-            ended = {r for r, _ in out.finished}
-            late = [r for r in live if r in cancelled and r not in ended]  # cancelled while this step was out
-            if late:
-                yield Step(finished=[(r, "cancelled") for r in late])
-                ended.update(late)
-            keep = [b for b, r in enumerate(live) if r not in ended]
-            if not keep:
-                return
-            if len(keep) < len(live):  # drop ended rows from the batch: their compute stops here
-                index = torch.tensor(keep, device=device)
-                cache.select_rows(index)
-                token, mask, next_pos = token[index], mask[index], next_pos[index]
-                seen = seen[index] if seen is not None else None
-                live = [live[b] for b in keep]
-                padded = True  # rows of different lengths may remain; the mask handles any mix
-            if seen is not None:
-                seen[torch.arange(len(live), device=device), token] = True
-            cur = longest + step
-            mask[:, cur] = 1
-            forward_rows.append(len(live))
-            logits = model(token[:, None], attention_mask=mask[:, :cur + 1] if padded else None,
-                           position_ids=next_pos[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
-            next_pos = next_pos + 1
+        rows, need = len(prompts) * num_samples, longest + params.max_new_tokens
+        if self.cuda_graphs:  # reuse a decoder (its cache and captured graphs) per power-of-two shape bucket
+            limit = self.model.config.max_position_embeddings
+            key = (_bucket(rows, 1 << 20), _bucket(need, limit, 256))
+            decoder = self._decoders.get(key)
+            if decoder is None:
+                decoder = self._decoders[key] = BatchDecoder(self, *key, self.sync_every, True)
+            decoder.reset()
+        else:
+            decoder = BatchDecoder(self, rows, need, self.sync_every, False)
+        decoder.add(prompts, params, num_samples)
+        return Decoding(decoder)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: Optional[SamplingParams] = None,
                  num_samples: int = 1, on_token: Optional[Callable[[int, int], None]] = None) -> list:

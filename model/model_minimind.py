@@ -484,8 +484,12 @@ class MiniMindModel(MiniMindPreTrainedModel):
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         start = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if attention_mask is not None and attention_mask.dim() != 2:
-            raise ValueError("attention_mask must be a 2D [batch, past + new] 0/1 padding mask")
+        ready_mask = attention_mask is not None and attention_mask.dim() == 4
+        if ready_mask and (attention_mask.dtype != torch.bool or position_ids is None):
+            raise ValueError("a 4D attention_mask must be a bool [batch, 1, new, kv] mask and come with position_ids")
+        if attention_mask is not None and attention_mask.dim() not in (2, 4):
+            raise ValueError("attention_mask must be a 2D [batch, past + new] 0/1 padding mask "
+                             "(or the engine's 4D bool mask)")
         if position_ids is None:
             if attention_mask is not None:  # left padding: each row counts positions from its first real token
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:start + t]
@@ -495,7 +499,8 @@ class MiniMindModel(MiniMindPreTrainedModel):
             raise ValueError(f"position {int(position_ids.max())} exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}")
         cos, sin = self.freqs_cos[position_ids], self.freqs_sin[position_ids]
-        mask = build_attention_mask(attention_mask, t, start + t, h.device)
+        # the engine's batch decoder passes a ready 4D mask (rows that joined at different steps)
+        mask = attention_mask if ready_mask else build_attention_mask(attention_mask, t, start + t, h.device)
         aux_losses = []
         for layer in self.layers:
             h, aux = layer(h, cos, sin, mask, past_key_values)

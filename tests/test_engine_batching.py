@@ -1,0 +1,138 @@
+"""Continuous batching in the engine: rows that join a running batch, per-row settings, the shared timeline, and
+the graph-shaped (bucketed) decode forward, all checked against decoding each prompt alone."""
+import pytest
+import torch
+
+from model.engine import Engine, SamplingParams, _bucket
+from tests.test_model import tiny_model
+
+
+def alone(model, prompt, n, **kw):
+    params = SamplingParams(max_new_tokens=n, temperature=0, stop_ids=[], **kw)
+    return Engine(model).generate([prompt], params)[0].token_ids
+
+
+def naive_greedy(model, prompt, n):
+    """Greedy decoding by a full forward over the whole sequence each step (no cache at all)."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def run(decoder, joins=None):
+    """Step a decoder to the end; `joins` maps step index -> [(prompt, params)] added before that step."""
+    joins = joins or {}
+    out, reasons, step_no, ids_of = {}, {}, 0, {}
+    while True:
+        for prompt, params in joins.pop(step_no, []):
+            for rid in decoder.add([prompt], params):
+                ids_of[rid] = (tuple(prompt), step_no)
+        if decoder.idle and not joins:
+            break
+        step = decoder.step()
+        for r, t in step.tokens:
+            out.setdefault(r, []).append(t)
+        for r, why in step.finished:
+            assert r not in reasons, "a row finishes once"
+            reasons[r] = why
+        step_no += 1
+    return out, reasons, ids_of
+
+
+@pytest.mark.parametrize("static_shapes", [False, True])
+def test_rows_joining_a_running_batch_decode_as_if_alone(static_shapes):
+    model = tiny_model()
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15], [16, 17, 18, 19]]
+    budgets = [12, 5, 9, 7]
+    g = lambda n: SamplingParams(max_new_tokens=n, temperature=0, stop_ids=[])  # noqa: E731
+    decoder = Engine(model).batch(max_rows=4, max_len=64)
+    decoder.static_shapes = static_shapes
+    joins = {0: [(prompts[0], g(12))], 2: [(prompts[1], g(5)), (prompts[2], g(9))], 6: [(prompts[3], g(7))]}
+    out, reasons, ids_of = run(decoder, joins)
+    assert len(out) == 4 and set(reasons.values()) == {"length"}
+    for rid, (prompt, _) in ids_of.items():
+        i = prompts.index(list(prompt))
+        assert out[rid] == alone(model, prompts[i], budgets[i])
+    assert out[0] == naive_greedy(model, prompts[0], 12)
+    # the forwards: a prefill per join, one decode forward per step for the rows running then
+    assert decoder.forward_rows[:3] == [1, 1, 1]
+
+
+def test_timeline_wraps_when_the_buffer_fills_and_long_joiners_shift_it():
+    """max_len barely fits each row: the shared write column must drop old columns (and shift right for a long
+    prompt that joins a short timeline) without changing any row's output."""
+    model = tiny_model()
+    g = lambda n: SamplingParams(max_new_tokens=n, temperature=0, stop_ids=[])  # noqa: E731
+    decoder = Engine(model).batch(max_rows=3, max_len=16)
+    long_prompt = list(range(20, 32))  # 12 tokens + 4 new = the whole buffer
+    joins = {0: [([5, 6], g(14))], 3: [(long_prompt, g(4))], 9: [([7, 8, 9], g(13))]}
+    out, _, ids_of = run(decoder, joins)
+    assert out[0] == alone(model, [5, 6], 14)
+    assert out[1] == alone(model, long_prompt, 4)
+    assert out[2] == alone(model, [7, 8, 9], 13)
+
+
+def test_per_row_sampling_settings_and_seeds_do_not_depend_on_neighbours():
+    model = tiny_model()
+    seeded = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, top_k=50, seed=7, stop_ids=[])
+    ref = Engine(model).generate([[5, 6, 7]], seeded)[0].token_ids
+    again = Engine(model).generate([[5, 6, 7]], seeded)[0].token_ids
+    assert ref == again
+    decoder = Engine(model).batch(max_rows=4, max_len=64)
+    greedy = SamplingParams(max_new_tokens=10, temperature=0, stop_ids=[])
+    other = SamplingParams(max_new_tokens=10, temperature=1.3, seed=1, stop_ids=[])
+    penal = SamplingParams(max_new_tokens=10, temperature=0, stop_ids=[], repetition_penalty=100.0)
+    out, _, ids_of = run(decoder, {0: [([9, 9], greedy), ([5, 6, 7], seeded)], 1: [([4], other), ([3, 3], penal)]})
+    by_prompt = {p: out[r] for r, (p, _) in ids_of.items()}
+    assert by_prompt[(5, 6, 7)] == ref  # its own generator, whoever shares the batch
+    assert by_prompt[(9, 9)] == alone(model, [9, 9], 10)
+    assert by_prompt[(3, 3)] == alone(model, [3, 3], 10, repetition_penalty=100.0)
+    assert len(set(by_prompt[(3, 3)])) == 10
+
+
+def test_stop_ids_per_row_and_rows_leave_at_once():
+    model = tiny_model()
+    free = alone(model, [5, 6, 7], 8)
+    stop = free[3]
+    decoder = Engine(model).batch(max_rows=2, max_len=32)
+    out, reasons, _ = run(decoder, {0: [([5, 6, 7], SamplingParams(max_new_tokens=8, temperature=0,
+                                                                   stop_ids=[stop])),
+                                        ([5, 6, 7], SamplingParams(max_new_tokens=8, temperature=0, stop_ids=[]))]})
+    assert out[0] == free[:free.index(stop)] and reasons[0] == "stop"
+    assert out[1] == free and reasons[1] == "length"
+    first = free.index(stop)
+    # one prefill per add(); both rows decode until row 0 meets its stop id, then row 1 alone
+    assert decoder.forward_rows == [1, 1] + [2] * first + [1] * (7 - first)
+
+
+def test_chunked_host_reads_give_the_same_tokens():
+    """sync_every > 1 (CUDA's default) keeps tokens on the device between reads; output and reasons are equal."""
+    model = tiny_model()
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    free = Engine(model).generate(prompts, SamplingParams(max_new_tokens=9, temperature=0, stop_ids=[]))
+    stop = free[1].token_ids[4]
+    params = SamplingParams(max_new_tokens=9, temperature=0, stop_ids=[stop])
+    one = Engine(model, sync_every=1).generate(prompts, params)
+    four = Engine(model, sync_every=4).generate(prompts, params)
+    assert [(c.token_ids, c.finish_reason) for c in one] == [(c.token_ids, c.finish_reason) for c in four]
+    assert one[1].finish_reason == "stop"
+
+
+def test_cancel_before_joining_and_capacity_checks():
+    model = tiny_model()
+    decoder = Engine(model).batch(max_rows=2, max_len=16)
+    a = decoder.add([[5, 6]], SamplingParams(max_new_tokens=4, temperature=0))
+    decoder.cancel(a[0])
+    assert decoder.step().finished == [(a[0], "cancelled")] and decoder.idle
+    with pytest.raises(ValueError, match="do not fit"):
+        decoder.add([[5], [6], [7]])
+    with pytest.raises(ValueError, match="exceeds"):
+        decoder.add([[5] * 10], SamplingParams(max_new_tokens=7))
+    assert decoder.free_rows == 2
+
+
+def test_buckets():
+    assert [_bucket(n, 64) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 4, 8, 64, 64]
+    assert _bucket(3, 2048, 64) == 64 and _bucket(300, 2048, 64) == 512
