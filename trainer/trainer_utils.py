@@ -10,6 +10,7 @@ Paths are resolved from the repository root, so `python trainer/train_pretrain.p
 `cd trainer && python train_pretrain.py` behave the same.
 """
 import argparse
+import json
 import math
 import os
 import random
@@ -339,6 +340,8 @@ class Trainer:
         self.peak = peak_flops(ctx.device)
         self.fpt = flops_per_token(model, args.max_seq_len)
         self.tokens, self.timer, self.t_start, self.step_at_start = 0, None, time.perf_counter(), self.step
+        self.metrics_path = self.out_path.parent / f"{self.out_path.stem}.metrics.jsonl"
+        self.tokens_seen = self._start_metrics_log() if ctx.is_main else 0
         self.bar = None
         self.loss_ema, self.ema_weight = 0.0, 0.0
         if ctx.is_main and sys.stderr.isatty():  # a live bar (stderr) for people; plain lines (stdout) always
@@ -400,6 +403,7 @@ class Trainer:
     def count_tokens(self, n: int) -> None:
         """Tokens this process processed; multiplied by the world size for the throughput line."""
         self.tokens += n * self.ctx.world_size
+        self.tokens_seen += n * self.ctx.world_size  # cumulative, for the metrics log (never reset)
 
     def optimizer_step(self) -> float:
         """LR for this step (groups may carry an `lr_scale`), unscale, clip, step, zero; returns the LR."""
@@ -452,7 +456,37 @@ class Trainer:
             if mfu is not None:
                 metrics["mfu_percent"] = mfu
             self.tracker.log(metrics, step=self.step)
+        self._append_metrics({"step": self.step, "total_steps": self.total_steps, "epoch": self.epoch + 1,
+                              "tokens": self.tokens_seen, "loss": loss, **parts, "lr": self.lr, "tokens_per_s": tps,
+                              "mfu_percent": mfu, "elapsed_s": now - self.t_start, "eta_s": eta,
+                              "time": time.time(), "stage": self.args.save_weight})
         self.timer, self.tokens = now, 0
+
+    def _start_metrics_log(self) -> int:
+        """Start {save_dir}/{stem}.metrics.jsonl, one JSON line per log line (scripts/report.py plots it): a fresh run
+        empties it; a resume keeps the lines up to the resumed step (atomic rewrite, so steps logged after the last
+        save are logged again, not twice) and counts tokens on from the last kept line (tokens of steps between
+        that line and the save are not recounted when --save_interval is not a multiple of --log_interval)."""
+        kept, tokens = [], 0
+        if self.args.from_resume and self.metrics_path.is_file():
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    step = int(row["step"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a partial last line of a killed run
+                if step <= self.step:
+                    kept.append(line + "\n")
+                    tokens = int(row.get("tokens", tokens))
+        atomic_write_text("".join(kept), self.metrics_path)
+        return tokens
+
+    def _append_metrics(self, row: dict) -> None:
+        """One full JSON line, flushed and fsynced: a kill leaves at most a partial last line, which readers skip."""
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def save(self) -> None:
         if not self.ctx.is_main:
