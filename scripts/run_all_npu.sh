@@ -10,6 +10,9 @@
 #   tokenizer     train_tokenizer.py on pretrain_hq.jsonl, written to <save_dir>/tokenizer (model/ is untouched)
 #   pretrain full_sft lora dpo reason ppo grpo spo distillation
 #                 trainer/train_<stage>.py through scripts/run_train_npu.sh (torchrun on all visible devices)
+#   tool          tool calling: scripts/data_prepare_toolcall.py (local corpus) -> <data-dir>/sft_tool_call.jsonl
+#                 (out/ for demo) -> train_full_sft.py from full_sft, saved as tool_sft (max_seq_len 512) ->
+#                 scripts/eval_tool_call.py on the held-out split + suite; `--weight tool_sft serve` then serves it
 #   eval          eval_llm.py auto on --weight, else on the weight this run trained last, else on full_sft
 #   convert       scripts/convert_to_hf.py -> <save_dir>/minimind-hf (minimind-moe-hf with --use-moe)
 #   vllm          serve the converted model with vLLM-Ascend (docker) or a local `vllm`, wait for /health,
@@ -56,7 +59,7 @@ set -uo pipefail
 PROJECT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CALLER_DIR="$PWD"
 PY="${PYTHON:-python3}"
-ALL_STAGES="download build tokenizer pretrain full_sft lora dpo reason ppo grpo spo distillation eval convert vllm"
+ALL_STAGES="download build tokenizer pretrain full_sft lora dpo reason ppo grpo spo distillation tool eval convert vllm"
 TRAIN_STAGES="pretrain full_sft lora dpo reason ppo grpo spo distillation"
 PRESETS="all core serve rl demo"
 DATASET_MODELSCOPE="gongjy/minimind_dataset"
@@ -433,8 +436,13 @@ save_name() {
     case "$1" in
         ppo) echo ppo_actor ;;
         distillation) echo full_dist ;;
+        tool) echo tool_sft ;;
         *) echo "$1" ;;
     esac
+}
+
+script_stage() {  # the trainer/train_<name>.py a training stage runs (tool SFT is full SFT on tool dialogues)
+    if [ "$1" = tool ]; then echo full_sft; else echo "$1"; fi
 }
 
 resume_stem() {  # a stage's resume state is named after its --save_weight (train_lora: after --lora_name)
@@ -448,7 +456,7 @@ from_name() {  # the weight a training stage starts from ("" = random init)
     fi
     case "$1" in
         full_sft) echo pretrain ;;
-        lora | dpo | distillation) echo full_sft ;;
+        lora | dpo | distillation | tool) echo full_sft ;;
         reason) echo dpo ;;
         ppo | grpo | spo) if [ "$REASONING" -eq 1 ]; then echo reason; else echo full_sft; fi ;;
     esac
@@ -478,6 +486,10 @@ data_name() {  # MiniMind's file for the stage, or the bundled demo file
 }
 
 data_file() {  # host path of the stage's training data
+    if [ "$1" = tool ] && [ -z "$DATA_OVERRIDE" ]; then  # written by the tool stage's data preparation
+        if [ "$DEMO" -eq 1 ]; then echo "$OUT_DIR/sft_tool_call.jsonl"; else echo "$DATA_DIR/sft_tool_call.jsonl"; fi
+        return
+    fi
     if [ -n "$DATA_OVERRIDE" ] && [ "$1" != tokenizer ]; then
         echo "$DATA_OVERRIDE"
     elif [ "$DEMO" -eq 0 ] && [ -z "$REWARD_MODEL" ] && in_list "$1" "ppo grpo spo"; then
@@ -507,6 +519,7 @@ demo_flags() {
             --log_interval 10) ;;
         dpo) FLAGS+=(--max_seq_len 256 --batch_size 4 --learning_rate 1e-5 --max_steps 20 --log_interval 5) ;;
         reason) FLAGS+=(--max_seq_len 256 --batch_size 8 --learning_rate 5e-4 --max_steps 20 --log_interval 5) ;;
+        tool) FLAGS+=(--batch_size 8 --epochs 1 --learning_rate 1e-3 --max_steps 20 --log_interval 5) ;;
         *) FLAGS+=(--max_steps 20 --log_interval 5) ;;
     esac
 }
@@ -532,6 +545,7 @@ trainer_flags() {
     esac
     case "$stage" in
         lora) FLAGS+=(--lora_name "$LORA_NAME") ;;
+        tool) FLAGS+=(--save_weight tool_sft --max_seq_len 512) ;;
         ppo | grpo | spo)
             FLAGS+=(--reasoning "$REASONING")
             if [ -n "$REWARD_MODEL" ]; then
@@ -639,6 +653,16 @@ check_plan() {
                 PRODUCED+=" $w"
                 LAST="$w"
                 ;;
+            tool)
+                [ -f "$PROJECT_DIR/scripts/data_prepare_toolcall.py" ] && [ -f "$PROJECT_DIR/scripts/eval_tool_call.py" ] ||
+                    problem "stage tool: scripts/data_prepare_toolcall.py or scripts/eval_tool_call.py not found in this checkout"
+                from="$(from_name tool)"
+                if [ -n "$from" ] && ! have_weight "$from"; then
+                    problem "stage tool: needs $(show "$(weight_file "$from")"); run the $(train_hint "$from") stage first"
+                fi
+                PRODUCED+=" tool_sft"
+                LAST=tool_sft
+                ;;
             eval | convert)
                 w="$(resolve_weight)"
                 if [ "$w" = lora ]; then  # a LoRA run is evaluated as full_sft + adapter; conversion takes full_sft
@@ -679,9 +703,9 @@ check_plan() {
 check_trainer_flags() {
     local stage args=()
     for stage in "${PLAN[@]}"; do
-        in_list "$stage" "tokenizer $TRAIN_STAGES" || continue
+        in_list "$stage" "tokenizer $TRAIN_STAGES tool" || continue
         trainer_flags "$stage"
-        args+=("$stage" "${#FLAGS[@]}" "${FLAGS[@]}")
+        args+=("$(script_stage "$stage")" "${#FLAGS[@]}" "${FLAGS[@]}")
     done
     [ "${#args[@]}" -gt 0 ] || return 0
     "$PY" - "$PROJECT_DIR" "${args[@]}" << 'EOF' || exit 2
@@ -806,12 +830,40 @@ stage_train() {
     trainer_flags "$stage"
     if [ "$BACKEND" = docker ]; then
         training_container
-        run "${DOCKER_ARGS[@]}" bash scripts/run_train_npu.sh "$stage" "${FLAGS[@]}"
+        run "${DOCKER_ARGS[@]}" bash scripts/run_train_npu.sh "$(script_stage "$stage")" "${FLAGS[@]}"
     elif [ "$stage" = tokenizer ]; then
         run bash scripts/run_train_npu.sh tokenizer "${FLAGS[@]}"
     else
-        run env "NPROC_PER_NODE=$NPROC" bash scripts/run_train_npu.sh "$stage" "${FLAGS[@]}"
+        run env "NPROC_PER_NODE=$NPROC" bash scripts/run_train_npu.sh "$(script_stage "$stage")" "${FLAGS[@]}"
     fi
+}
+
+# Tool calling: prepare the local tool dialogues (skipped when --data_path names a prepared file), tool SFT from
+# full_sft through the same launcher as every training stage, then score tool_sft on the held-out split + suite.
+stage_tool() {
+    local data held len=512 k args=()
+    data="$(data_file tool)"
+    held="${data%.jsonl}_heldout.jsonl"
+    for ((k = 0; k < ${#PASS[@]}; k++)); do  # rows must fit the length the trainer is told to use
+        [ "${PASS[$k]}" != --max_seq_len ] || len="${PASS[$((k + 1))]:-$len}"
+        [[ "${PASS[$k]}" != --max_seq_len=* ]] || len="${PASS[$k]#*=}"
+    done
+    [ "$BACKEND" != docker ] || { training_container; args=("${DOCKER_ARGS[@]}"); }
+    if [ -z "$DATA_OVERRIDE" ]; then
+        run "${args[@]}" "$([ "$BACKEND" = docker ] && echo python3 || echo "$PY")" scripts/data_prepare_toolcall.py \
+            --source local --output "$(p_data "$data")" --max_length "$len" || return 1
+    fi
+    stage_train tool || return 1
+    local eval_args=(scripts/eval_tool_call.py --weight tool_sft --save_dir "$(p_out)" --hidden_size "$HIDDEN"
+        --out "$(p_out)/tool_eval_tool_sft.jsonl")
+    [ "$USE_MOE" -eq 0 ] || eval_args+=(--use_moe 1)
+    if [ -z "$DATA_OVERRIDE" ] || [ -f "$held" ]; then
+        eval_args+=(--data_path "$(p_data "$held")")
+    else
+        eval_args+=(--data_path none)  # a given training file without a _heldout.jsonl twin: the suite only
+    fi
+    [ "$DEMO" -eq 0 ] || eval_args+=(--max_cases 20 --max_new_tokens 64)
+    run "${args[@]}" "$([ "$BACKEND" = docker ] && echo python3 || echo "$PY")" "${eval_args[@]}"
 }
 
 stage_eval() {
@@ -975,6 +1027,7 @@ for stage in "${PLAN[@]}"; do
     case "$stage" in
         download) stage_download ;;
         build) stage_build ;;
+        tool) stage_tool ;;
         eval) stage_eval "$(resolve_weight)" ;;
         convert) stage_convert "$(resolve_weight)" ;;
         vllm) stage_vllm ;;
@@ -987,7 +1040,7 @@ for stage in "${PLAN[@]}"; do
             "(not run: ${PLAN[*]:$n})" >&2
         exit "$rc"
     fi
-    if in_list "$stage" "$TRAIN_STAGES"; then
+    if in_list "$stage" "$TRAIN_STAGES tool"; then
         LAST="$(save_name "$stage")"
     fi
     TIMES+="${TIMES:+, }$stage $(fmt_secs "$took")"

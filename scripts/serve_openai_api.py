@@ -734,8 +734,12 @@ class GateMiddleware:
 
 
 def create_app(load: Callable[[], tuple], settings: Settings,
-               on_load_error: Callable[[BaseException], None] = lambda e: None) -> FastAPI:
-    """The FastAPI app; `load()` returns (model, tokenizer) and runs in a thread when the app starts."""
+               on_load_error: Callable[[BaseException], None] = lambda e: None,
+               cors_origins: Optional[List[str]] = None) -> FastAPI:
+    """The FastAPI app; `load()` returns (model, tokenizer) and runs in a thread when the app starts.
+
+    cors_origins: browser origins allowed to call the API (scripts/web_tool_test.html); None = no CORS headers.
+    """
     host = ModelHost(load, settings, on_load_error)
 
     @asynccontextmanager
@@ -764,6 +768,10 @@ def create_app(load: Callable[[], tuple], settings: Settings,
         return error_response(APIError(exc.status_code, msg, code=code))
 
     app.add_middleware(GateMiddleware, host=host, settings=settings)
+    if cors_origins:  # added last = outermost: preflight OPTIONS is answered before the API-key gate sees it
+        from starlette.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
 
     @app.get("/health")
     async def health():
@@ -911,6 +919,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max_batch_size", type=int, default=16,
         help="一起解码的最多行数 / most rows (choices) decoded in one batch; a request's n choices stay together")
     add("--log_level", default="info", choices=["debug", "info", "warning", "error"], help="日志级别 / log level")
+    add("--cors_origins", nargs="+", default=None, metavar="ORIGIN",
+        help="允许跨域调用的浏览器来源，默认不允许；网页从磁盘打开时来源是 null / browser origins allowed to call "
+             "the API (CORS), e.g. http://127.0.0.1:5500; a page opened from disk sends 'null'; '*' = any; "
+             "default: none")
     return p
 
 
@@ -960,7 +972,7 @@ def main(argv=None) -> int:
             if server is not None:
                 server.should_exit = True
 
-        app = create_app(lambda: load_model(args), settings, on_load_error)
+        app = create_app(lambda: load_model(args), settings, on_load_error, cors_origins=args.cors_origins)
         config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
         host, port = sock.getsockname()[:2]
