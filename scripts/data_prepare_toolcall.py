@@ -205,9 +205,10 @@ def convert_hermes(rec: dict) -> dict:
             raise Malformed("bad_record", "a turn without a known 'from' and a string 'value'")
         role, value = roles[m["from"]], m["value"]
         if role == "system":
-            found = re.search(r"<tools>(.*?)</tools>", value, re.S)
+            # the real prompt first says "within <tools></tools> XML tags": the schemas are in the non-empty block
+            found = [b for b in re.findall(r"<tools>(.*?)</tools>", value, re.S) if b.strip()]
             if found:
-                listed = parse_literal(found.group(1))
+                listed = parse_literal(found[-1])
                 if listed is None:
                     raise Malformed("bad_tool_schema", "the <tools> block is not JSON or a literal")
                 tools = [normalise_tool(t) for t in (listed if isinstance(listed, list) else [listed])]
@@ -317,8 +318,11 @@ def convert_xlam(rec: dict) -> dict:
     query, tools, answers = rec.get("query"), rec.get("tools"), rec.get("answers")
     if not isinstance(query, str):
         raise Malformed("bad_record", 'no "query" string')
-    tools = json.loads(tools) if isinstance(tools, str) else tools
-    answers = json.loads(answers) if isinstance(answers, str) else answers
+    try:
+        tools = json.loads(tools) if isinstance(tools, str) else tools
+        answers = json.loads(answers) if isinstance(answers, str) else answers
+    except json.JSONDecodeError as e:
+        raise Malformed("bad_record", f'"tools" or "answers" is not valid JSON ({e.msg})') from None
     if not isinstance(tools, list) or not isinstance(answers, list):
         raise Malformed("bad_record", '"tools" and "answers" must be lists (or JSON strings of lists)')
     calls = [normalise_call(a) for a in answers]
