@@ -5,7 +5,8 @@
     curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8999/api/stages
 
 It also serves the built web app (docs/tutorial/react-app/dist) at `/`, and an MCP server (streamable HTTP, the
-official `mcp` SDK) with the mock tools of scripts/mock_tools.py at `/mcp`.
+official `mcp` SDK) at `/mcp` with the safe mock tools of scripts/tool_mocks.py, the ones scripts/eval_tool_call.py
+scores models with (`GET /api/tools` lists them with eval_tool_call's suite of cases, for the web app's auto-test).
 
 Safe by construction, because a training launcher is a remote-code-execution service if it is careless:
 - binds 127.0.0.1 unless told otherwise; every /api and /mcp request needs the token, as `Authorization: Bearer`
@@ -133,18 +134,24 @@ def flag_kind(name: str, action) -> str:
     return "value"
 
 
+def _plain_default(value):
+    """A trainer default as JSON: DeviceDefault (a default that depends on the device) -> its plain value."""
+    return value.default if hasattr(value, "per_device") else value
+
+
 def stage_info(stage: str) -> dict:
     """The stage's flags with type, default, choices, help and group, straight from its parser."""
     parser = stage_parser(stage)
     groups = {id(a): g.title for g in parser._action_groups for a in g._group_actions}
     flags = []
     for name, action in _flag_actions(stage).items():
-        default = None if action.default is argparse.SUPPRESS else action.default
+        default = None if action.default is argparse.SUPPRESS else _plain_default(action.default)
+        per_device = getattr(action.default, "per_device", None)
         kind = flag_kind(name, action)
         flags.append({
             "name": name, "dest": action.dest, "type": _type_name(action), "default": default,
             "choices": list(action.choices) if action.choices else None, "help": action.help or "",
-            "group": groups.get(id(action), ""), "kind": kind,
+            "group": groups.get(id(action), ""), "kind": kind, "per_device": dict(per_device) if per_device else None,
             "alias_of": action.dest if name != action.dest else None,
             "roots": list(PATH_FLAGS.get(action.dest, DEFAULT_PATH_ROOTS)) if kind == "path" else None,
             "refused_reason": REFUSED_FLAGS.get(action.dest) if kind == "refused" else None,
@@ -234,8 +241,9 @@ def parse_like_trainer(stage: str, argv: list) -> argparse.Namespace:
         args = parser.parse_args(argv)
     finally:
         parser.error, parser.exit = old
+    plain = argparse.Namespace(**{k: _plain_default(v) for k, v in vars(args).items()})
     try:
-        check_common_args(args)
+        check_common_args(plain)
     except UserError as e:
         raise RequestError(400, str(e)) from None
     return args
@@ -740,7 +748,7 @@ def build_app(manager: RunManager, token: str, cors_origins=(), max_body_bytes: 
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
     from starlette.middleware.cors import CORSMiddleware
 
-    from scripts import mock_tools
+    from scripts import tool_mocks
     mcp_server = build_mcp_server()
     mcp_app = mcp_server.streamable_http_app(streamable_http_path="/", stateless_http=True, json_response=True,
                                              transport_security=_mcp_security())
@@ -884,11 +892,14 @@ def build_app(manager: RunManager, token: str, cors_origins=(), max_body_bytes: 
     # the fork's simple JSON tool endpoints (the MCP server at /mcp serves the same tools)
     @app.get("/api/tools")
     async def tools():
-        return {"tools": mock_tools.tool_schemas(), "cases": mock_tools.cases()}
+        from scripts import eval_tool_call
+        cases = [{"id": cid, "lang": lang, "tools": list(names), "question": question, "expected": expected}
+                 for cid, lang, names, question, expected in eval_tool_call.SUITE if names != ("corpus",)]
+        return {"tools": tool_mocks.MOCK_TOOLS, "cases": cases, "metrics": eval_tool_call.METRICS}
 
     @app.post("/api/tools/{name}")
     async def call_tool(name: str, request: Request):
-        return {"name": name, "result": mock_tools.call_tool(name, await body(request))}
+        return {"name": name, "result": tool_mocks.run_tool(name, await body(request))}
 
     app.mount("/mcp", mcp_app)
 
@@ -926,27 +937,28 @@ def _mcp_security():
 
 
 def build_mcp_server():
-    """The mock tools as an MCP server (official SDK, streamable HTTP)."""
+    """The mock tools of scripts/tool_mocks.py as an MCP server (official SDK, streamable HTTP)."""
     from mcp.server.mcpserver import MCPServer
 
-    from scripts import mock_tools
+    from scripts import tool_mocks
     server = MCPServer("minimind-mock-tools", instructions="Safe mock tools: weather, calculator, search, time.")
+    doc = {t["function"]["name"]: t["function"]["description"] for t in tool_mocks.MOCK_TOOLS}
 
-    @server.tool(description=mock_tools.tool_schemas()[0]["function"]["description"])
-    def get_weather(city: str) -> dict:
-        return mock_tools.call_tool("get_weather", {"city": city})
+    @server.tool(description=doc["get_weather"])
+    def get_weather(city: str, unit: str = "celsius") -> dict:
+        return tool_mocks.run_tool("get_weather", {"city": city, "unit": unit})
 
-    @server.tool(description=mock_tools.tool_schemas()[1]["function"]["description"])
+    @server.tool(description=doc["calculator"])
     def calculator(expression: str) -> dict:
-        return mock_tools.call_tool("calculator", {"expression": expression})
+        return tool_mocks.run_tool("calculator", {"expression": expression})
 
-    @server.tool(description=mock_tools.tool_schemas()[2]["function"]["description"])
-    def search(query: str) -> dict:
-        return mock_tools.call_tool("search", {"query": query})
+    @server.tool(description=doc["search"])
+    def search(query: str, top_k: int = 3) -> dict:
+        return tool_mocks.run_tool("search", {"query": query, "top_k": top_k})
 
-    @server.tool(description=mock_tools.tool_schemas()[3]["function"]["description"])
-    def get_time(timezone: str) -> dict:
-        return mock_tools.call_tool("get_time", {"timezone": timezone})
+    @server.tool(description=doc["get_time"])
+    def get_time(timezone: str = "UTC") -> dict:
+        return tool_mocks.run_tool("get_time", {"timezone": timezone})
 
     return server
 
