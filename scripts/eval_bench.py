@@ -223,12 +223,14 @@ def bits_per_char(model, tokenizer, texts: list, batch_size: int = 16, window: i
 
 
 def choice_pieces(tokenizer, context: str, choice: str, bos: bool = True) -> tuple:
-    """(ids, n_scored) of one choice, split as lm-eval does: the whole string is tokenized once and the
-    continuation is what follows the context's own tokens, so a BPE merge across the boundary counts once."""
-    whole = tokenizer(context + choice)["input_ids"]
-    n_context = len(tokenizer(context)["input_ids"])
+    """(ids, n_scored) of one choice, built as lm-eval builds it: the context's own tokens, then the tokens of
+    context+choice after the first len(context tokens) of them. When BPE merges across the boundary (是 + 一 ->
+    是一) this drops a merged piece rather than scoring context text twice; matching lm-eval exactly is what makes
+    our numbers comparable with the field's (tests/test_eval_bench.py checks it item by item)."""
+    context_ids = tokenizer(context)["input_ids"]
+    continuation = tokenizer(context + choice)["input_ids"][len(context_ids):]
     prefix = [tokenizer.bos_token_id] if bos else []
-    return prefix + whole, len(whole) - n_context
+    return prefix + context_ids + continuation, len(continuation)
 
 
 def mc_scores(model, tokenizer, items: list, batch_size: int = 16) -> list:
