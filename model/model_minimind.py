@@ -8,6 +8,8 @@ training, evaluation, serving and RL use `model/engine.py` for fast batched deco
 State-dict keys and shapes are exactly MiniMind2's: a 512/8 dense model has 75 keys and 25,829,888 parameters.
 """
 import math
+import os
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -126,6 +128,26 @@ class MiniMindConfig(PretrainedConfig):
         return dict(YARN_DEFAULTS) if self.inference_rope_scaling else None
 
 
+# ------------------------------------------------------------------------------------------- Ascend fused kernels
+
+# Tensors on these device types use torch_npu's fused kernels (npu_rms_norm, npu_rotary_mul, npu_swiglu,
+# npu_fusion_attention) where the installed torch_npu has them; each op falls back to the generic PyTorch code on
+# its own. MINIMIND_NPU_FUSED=0 turns all four off (to rule them out when a CANN version misbehaves). The tests put
+# "cpu" here together with a fake torch_npu whose ops are reference implementations.
+FUSED_DEVICE_TYPES = set() if os.environ.get("MINIMIND_NPU_FUSED", "1") == "0" else {"npu"}
+
+
+def npu_op(x: torch.Tensor, name: str):
+    """torch_npu's fused kernel `name` for a tensor on an Ascend device, or None (use the generic path).
+
+    torch_npu is looked up, not imported: model/runtime.py imports it when it finds an NPU, and a process without
+    one pays nothing per call.
+    """
+    if x.device.type not in FUSED_DEVICE_TYPES:
+        return None
+    return getattr(sys.modules.get("torch_npu"), name, None)
+
+
 # ----------------------------------------------------------------------------------------------------- building blocks
 
 class RMSNorm(nn.Module):
@@ -135,6 +157,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = npu_op(x, "npu_rms_norm")
+        if fused is not None:  # one kernel instead of five; input in the weight's dtype (fp32), like the code below
+            return fused(x.to(self.weight.dtype), self.weight, epsilon=self.eps)[0]
         # Normalise in fp32: in fp16 the mean of squares overflows once activations pass ~256.
         xf = x.float()
         return self.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x)
@@ -180,6 +205,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     """q, k: [B, heads, T, D]; cos, sin: [B or 1, T, D]."""
     cos, sin = cos.unsqueeze(1).to(q.dtype), sin.unsqueeze(1).to(q.dtype)
+    fused = npu_op(q, "npu_rotary_mul")
+    if fused is not None:  # x * cos + rotate_half(x) * sin in one kernel (the same rotate-half layout)
+        return fused(q, cos, sin), fused(k, cos, sin)
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
@@ -236,8 +264,15 @@ class Attention(nn.Module):
             k, v = past_key_values.update(k, v, self.layer_idx)
         n_rep = self.n_heads // self.n_kv_heads
         # Causal without an explicit mask only when queries and keys line up (no cache offset).
-        is_causal = mask is None and t > 1 and k.shape[2] == t
-        if self.use_sdpa:
+        # an `if`, not an expression: under torch.compile with dynamic shapes the comparison is symbolic, and SDPA
+        # takes a plain bool (a branch makes Dynamo guard on it and pass a constant)
+        is_causal = False
+        if mask is None and t > 1 and k.shape[2] == t:
+            is_causal = True
+        fused = npu_op(q, "npu_fusion_attention") if q.dtype in (torch.float16, torch.bfloat16) else None
+        if self.use_sdpa and fused is not None and past_key_values is None:
+            out = self._npu_fusion_attention(fused, q, k, v, mask, is_causal)
+        elif self.use_sdpa:
             dropout = self.dropout if self.training else 0.0
             backends = sdpa_kernel(DECODE_SDPA_BACKENDS) if past_key_values is not None and x.is_cuda else nullcontext()
             if x.device.type in ("cpu", "cuda"):
@@ -252,6 +287,18 @@ class Attention(nn.Module):
             out = self._plain_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, is_causal)
         out = out.transpose(1, 2).reshape(b, t, -1)
         return self.resid_dropout(self.o_proj(out))
+
+    def _npu_fusion_attention(self, fused, q, k, v, mask, is_causal):
+        """Ascend's flash attention (BNSD layout, shared KV heads read in place). Its mask is True where a score is
+        dropped, the opposite of SDPA's; causal attention uses the kernel's own lower-triangular mode
+        (sparse_mode=2), which wants a 2048 x 2048 upper-triangular mask whatever the sequence length."""
+        if is_causal:
+            drop, sparse_mode = torch.ones(2048, 2048, dtype=torch.bool, device=q.device).triu(1), 2
+        else:
+            drop, sparse_mode = (None if mask is None else ~mask), 0
+        keep = 1.0 - self.dropout if self.training else 1.0
+        return fused(q, k, v, self.n_heads, "BNSD", atten_mask=drop, scale=1.0 / math.sqrt(self.head_dim),
+                     keep_prob=keep, sparse_mode=sparse_mode)[0]
 
     def _plain_attention(self, q, k, v, mask, is_causal):
         """Reference matmul attention (`flash_attn=False`); must match SDPA, which the tests check."""
@@ -277,6 +324,10 @@ class FeedForward(nn.Module):
             raise ValueError(f"hidden_act {config.hidden_act!r} is not supported; MiniMind uses 'silu'")
 
     def forward(self, x):
+        fused = npu_op(x, "npu_swiglu")
+        if fused is not None:  # gate and up as one matmul, then silu(first half) * second half in one kernel
+            gate_up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight]))
+            return self.dropout(self.down_proj(fused(gate_up, dim=-1)))
         return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
 
 
@@ -288,8 +339,9 @@ def grouped_mm_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
     """
     if not hasattr(torch, "_grouped_mm"):
         return None
-    if x.device.type == "cpu":
-        return x.dtype if x.dtype in (torch.float32, torch.bfloat16) else None
+    if x.device.type == "cpu":  # torch.compile traces grouped_mm in bf16 only (its meta function checks)
+        allowed = (torch.bfloat16,) if torch.compiler.is_compiling() else (torch.float32, torch.bfloat16)
+        return x.dtype if x.dtype in allowed else None
     if x.device.type == "cuda" and torch.cuda.get_device_capability(x.device)[0] >= 9:
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
         return torch.bfloat16 if dtype == torch.bfloat16 else None
@@ -335,7 +387,10 @@ class MoEFeedForward(nn.Module):
         order = torch.argsort(slot_expert, stable=True)
         slot_token = order // self.top_k
         routed = flat[slot_token]
-        counts = torch.bincount(slot_expert, minlength=self.n_experts)
+        # slots per expert by scatter_add: torch.bincount reads its input's max on the host (a sync per layer on
+        # CUDA, and a graph break under torch.compile)
+        counts = torch.zeros(self.n_experts, dtype=torch.long, device=flat.device).scatter_add_(
+            0, slot_expert, torch.ones_like(slot_expert))
         if self.use_grouped_mm and grouped_mm_dtype(routed) is not None and not (self.training and self.dropout):
             routed_out = self.grouped_experts(routed, counts)
         else:
@@ -495,7 +550,9 @@ class MiniMindModel(MiniMindPreTrainedModel):
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:start + t]
             else:
                 position_ids = torch.arange(start, start + t, device=h.device)[None]
-        if position_ids.device.type == "cpu" and int(position_ids.max()) >= self.config.max_position_embeddings:
+        # (a host read, so skipped while torch.compile traces: it would split the graph in two)
+        if position_ids.device.type == "cpu" and not torch.compiler.is_compiling() and \
+                int(position_ids.max()) >= self.config.max_position_embeddings:
             raise ValueError(f"position {int(position_ids.max())} exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}")
         cos, sin = self.freqs_cos[position_ids], self.freqs_sin[position_ids]

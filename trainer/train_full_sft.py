@@ -9,12 +9,23 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     _here = Path(__file__).resolve().parent
     sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 from dataset.lm_dataset import SFTDataset
-from trainer.trainer_utils import build_parser, causal_lm_loss, pick_data_path, start_stage, train, user_errors
+from trainer.trainer_utils import (
+    DeviceDefault,
+    build_parser,
+    causal_lm_loss,
+    pick_data_path,
+    start_stage,
+    train,
+    user_errors,
+)
 
 
 def get_parser():
+    # MiniMind's 16 rows per step stay (a larger batch would change what lr 1e-6 means); on CUDA compiled, and the
+    # rows are always max_seq_len long, so one compile serves the whole run.
     parser = build_parser("MiniMind full SFT / 全参数监督微调", save_weight="full_sft", from_weight="pretrain",
-                          epochs=2, batch_size=16, learning_rate=1e-6, accumulation_steps=1, max_seq_len=340)
+                          epochs=2, batch_size=16, learning_rate=1e-6, accumulation_steps=1, max_seq_len=340,
+                          use_compile=DeviceDefault(0, cuda=1))
     return parser
 
 

@@ -68,6 +68,60 @@ def seed_everything(seed: int) -> None:
 
 # ----------------------------------------------------------------------------------------------------------------- CLI
 
+class DeviceDefault:
+    """A flag default that depends on the device, e.g. `DeviceDefault(32, cuda=128)`.
+
+    argparse leaves a non-string default untouched, so after parsing a flag still holding a DeviceDefault is one the
+    user did not type; `resolve_device_defaults` replaces it with the value for the device once that is known, and
+    --help prints "32; cuda: 128". A value the user types always wins, so MiniMind's exact flags mean what they
+    meant there. `linked` names flags whose device values only make sense together (batch size and accumulation:
+    typing `--batch_size 32` alone must not pair it with CUDA's accumulation 2): if any of them was typed, this
+    one takes its plain default.
+    """
+
+    def __init__(self, default, linked: tuple = (), **per_device):
+        self.default, self.linked, self.per_device = default, tuple(linked), per_device
+
+    def value(self, device_type: str):
+        return self.per_device.get(device_type, self.default)
+
+    def __repr__(self) -> str:
+        return "; ".join([str(self.default)] + [f"{k}: {v}" for k, v in self.per_device.items()])
+
+
+# DataLoader workers on an accelerator: with 0, every micro-batch was tokenized in the training process while the GPU
+# waited (H200, 512/8 pretrain defaults: 160k tokens/s vs MiniMind's 264k with its 8 workers). One worker tokenizes
+# ~2,400 pretraining rows/s (0.42 ms per 340-token row, measured on this repo's CPU), so 8 feed ~6M tokens/s.
+DEFAULT_WORKERS = DeviceDefault(0, cuda=8, npu=8)
+
+
+def resolve_device_defaults(args, device_type: str, log: Callable = print, local_world_size: int = 1) -> dict:
+    """Turn every DeviceDefault left in `args` into its value for `device_type`; returns {flag: value} of those that
+    differ from the plain default (logged in one line, so a run says what it chose and which flag overrides it).
+
+    Default worker counts are capped at the CPU cores per process minus one (the training process needs one).
+    """
+    chosen = {}
+    given = {name for name, value in vars(args).items() if not isinstance(value, DeviceDefault)}
+    for name, value in list(vars(args).items()):
+        if not isinstance(value, DeviceDefault):
+            continue
+        resolved = value.default if given & set(value.linked) else value.value(device_type)
+        if name == "num_workers" and resolved:
+            resolved = max(0, min(resolved, (os.cpu_count() or 1) // max(1, local_world_size) - 1))
+        setattr(args, name, resolved)
+        if resolved != value.default:
+            chosen[name] = resolved
+    if chosen:
+        note = ""
+        if "batch_size" in chosen or "accumulation_steps" in chosen:
+            rows = args.batch_size * args.accumulation_steps
+            note = f" ({args.batch_size} x {args.accumulation_steps} = {rows} rows per optimizer step and process)"
+        log(f"{device_type} defaults: " + ", ".join(f"--{k} {v}" for k, v in chosen.items()) + note
+            + "; pass a flag to set it yourself")
+    return chosen
+
+
 def build_parser(description: str, **defaults) -> argparse.ArgumentParser:
     """The flags every stage has (MiniMind's names), grouped under headers in --help, with the stage's own defaults;
     stages add their own flags (`parser.add_argument_group(...)` for a header of their own)."""
@@ -103,8 +157,12 @@ def build_parser(description: str, **defaults) -> argparse.ArgumentParser:
     add = p.add_argument_group("device / 设备").add_argument
     add("--device", default=None, help="npu[:i] / cuda[:i] / mps / cpu; default: auto-detect (NPU > CUDA > MPS > CPU)")
     add("--dtype", default=None, choices=sorted(DTYPES), help="autocast dtype; default bf16 CUDA, fp16 NPU, fp32 CPU")
-    add("--num_workers", type=int, default=0, help="DataLoader worker processes")
-    add("--use_compile", type=int, default=0, choices=[0, 1], help="torch.compile the model (CUDA only)")
+    add("--num_workers", type=int, default=DEFAULT_WORKERS,
+        help="DataLoader worker processes (kept alive across epochs); the default is capped at CPU cores - 1")
+    add("--use_compile", type=int, default=0, choices=[0, 1],
+        help="torch.compile the model on CUDA; the first step compiles and is left out of tokens/s. Other devices: "
+             "set MINIMIND_COMPILE_BACKEND (inductor needs a C compiler; eager/aot_eager do not). "
+             "MINIMIND_COMPILE_MODE picks the mode (e.g. reduce-overhead)")
     add = p.add_argument_group("logging and saving / 日志与保存").add_argument
     add("--log_interval", type=int, default=100, help="log every N optimizer steps")
     add("--save_interval", type=int, default=1000, help="save weights and resume state every N optimizer steps")
@@ -177,11 +235,13 @@ class ResumableBatchSampler(Sampler):
     So N processes with batch_size B see exactly the rows one process sees with batch_size N x B (the DDP test
     relies on it), every rank gets the same number of batches (no rank waits at the end of an epoch), and
     `set_epoch(epoch, skip)` resumes after the batches already trained. One process keeps a last partial
-    batch; several drop the partial global batch.
+    batch unless `drop_last`; several drop the partial global batch.
     """
 
-    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 drop_last: bool = False):
         self.n, self.batch_size, self.rank, self.world_size, self.seed = n, batch_size, rank, world_size, seed
+        self.drop_last = drop_last  # also for one process: every batch full (static shapes for torch.compile)
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -189,7 +249,7 @@ class ResumableBatchSampler(Sampler):
 
     def __len__(self) -> int:
         per_step = self.batch_size * self.world_size
-        return math.ceil(self.n / per_step) if self.world_size == 1 else self.n // per_step
+        return math.ceil(self.n / per_step) if self.world_size == 1 and not self.drop_last else self.n // per_step
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
@@ -233,6 +293,19 @@ def flops_per_token(model, seq_len: int) -> float:
         params -= cfg.num_hidden_layers * per_expert * (cfg.n_routed_experts - cfg.num_experts_per_tok)
     params += cfg.vocab_size * cfg.hidden_size  # but the lm_head matmul is not
     return 6 * params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+def make_adamw(groups, lr: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; on CUDA the fused kernel (one launch for all parameters instead of a few per tensor group; the same
+    update up to float rounding), elsewhere PyTorch's default (foreach) implementation."""
+    fused = device.type == "cuda" and all(p.is_cuda and p.is_floating_point() for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, **({"fused": True} if fused else {}))
+
+
+def dynamo_frames() -> int:
+    """Frames torch.compile has compiled in this process so far (each recompile adds one)."""
+    from torch._dynamo.utils import counters
+    return int(counters["frames"]["total"])
 
 
 def synchronize(device: torch.device) -> None:
@@ -309,6 +382,8 @@ class Trainer:
                  save_fn: Optional[Callable] = None):
         self.args, self.ctx, self.model, self.dataset, self.collate_fn, self.log = (
             args, ctx, model, dataset, collate_fn, log)
+        resolve_device_defaults(args, ctx.device.type, log)  # no-op after start_stage; for direct callers
+        self.compile_options = self._compile_options()
         # what a periodic/final save writes besides the resume state; LoRA writes an adapter folder instead
         self.save_fn = save_fn or (lambda m: save_weights(m, self.out_path, self.args))
         self.extra_state = extra_state or {}
@@ -321,8 +396,16 @@ class Trainer:
             ensure_writable_dir(self.out_path.parent)
             ensure_writable_dir(self.ckpt_path.parent)
 
-        self.sampler = ResumableBatchSampler(len(dataset), args.batch_size, ctx.rank, ctx.world_size, args.seed)
+        # compiled: drop each epoch's last partial batch, whose new shape would recompile (76 s at 59k tokens/s
+        # measured on an H200 at 128 x 512, more than the rows it trains are worth)
+        drop_last = self.compile_options is not None
+        self.sampler = ResumableBatchSampler(len(dataset), args.batch_size, ctx.rank, ctx.world_size, args.seed,
+                                             drop_last=drop_last)
         self.batches_per_epoch = len(self.sampler)
+        dropped = len(dataset) - self.batches_per_epoch * args.batch_size * ctx.world_size
+        if drop_last and dropped and ctx.world_size == 1:
+            log(f"torch.compile: the last {dropped} rows of each epoch (a partial batch) are skipped so every batch "
+                f"has the same shape (no recompiles)")
         steps_per_epoch = math.ceil(self.batches_per_epoch / args.accumulation_steps) * updates_per_group
         self.total_steps = args.epochs * steps_per_epoch
         if args.max_steps:
@@ -330,7 +413,7 @@ class Trainer:
 
         groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
         self.params = [p for g in groups for p in g["params"]]
-        self.optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
+        self.optimizer = make_adamw(groups, args.learning_rate, ctx.device)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.dtype == torch.float16)
         self.epoch, self.batches_done, self.step, run_id = 0, 0, 0, None
         if args.from_resume:
@@ -352,13 +435,30 @@ class Trainer:
     def done(self) -> bool:
         return self.step >= self.total_steps
 
+    def _compile_options(self) -> dict | None:
+        """torch.compile keyword arguments when the model is compiled, else None.
+
+        CUDA compiles with --use_compile 1 (inductor). Other devices only when MINIMIND_COMPILE_BACKEND names a
+        backend: inductor on CPU needs a C compiler, `eager` / `aot_eager` trace with Dynamo only (what the CPU tests
+        use to count recompiles). MINIMIND_COMPILE_MODE sets the mode (e.g. reduce-overhead = CUDA graphs).
+        """
+        if not self.args.use_compile:
+            return None
+        backend, mode = os.environ.get("MINIMIND_COMPILE_BACKEND"), os.environ.get("MINIMIND_COMPILE_MODE")
+        if self.ctx.device.type != "cuda" and not backend:
+            self.log(f"--use_compile 1 ignored: torch.compile is only used on CUDA (device is "
+                     f"{self.ctx.device.type}; set MINIMIND_COMPILE_BACKEND=inductor to compile anyway)")
+            return None
+        options = {"backend": backend or "inductor"}
+        if mode:
+            options["mode"] = mode
+        return options
+
     def _wrap(self, model):
-        if self.args.use_compile:
-            if self.ctx.device.type == "cuda":
-                model = torch.compile(model)
-            else:
-                self.log(f"--use_compile 1 ignored: torch.compile is only used on CUDA "
-                         f"(device is {self.ctx.device.type})")
+        if self.compile_options is not None:
+            model = torch.compile(model, **self.compile_options)
+            self.log(f"torch.compile ({', '.join(f'{k}={v}' for k, v in self.compile_options.items())}): the first "
+                     f"optimizer step compiles (about a minute on a GPU); tokens/s is timed from the end of it")
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
             ids = [self.ctx.device.index] if self.ctx.device.type in ("cuda", "npu") else None
@@ -378,10 +478,8 @@ class Trainer:
             skip = self.batches_done if epoch == self.epoch else 0
             self.epoch = epoch
             self.sampler.set_epoch(epoch, skip)
-            loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=args.num_workers,
-                                collate_fn=self.collate_fn, pin_memory=self.ctx.device.type == "cuda")
             group_start = skip
-            for b, batch in enumerate(loader, start=skip):
+            for b, batch in enumerate(self.loader(), start=skip):
                 group_size = min(args.accumulation_steps, self.batches_per_epoch - group_start)
                 last_micro = b - group_start + 1 == group_size
                 if last_micro:
@@ -392,6 +490,18 @@ class Trainer:
                     return
             self.batches_done = 0
         self.epoch = args.epochs
+
+    def loader(self) -> DataLoader:
+        """One DataLoader for the whole run: its workers stay alive across epochs (starting 8 workers, each
+        importing torch and copying the dataset, took seconds per epoch); the batch sampler runs in this process,
+        so `set_epoch` before each `iter()` still decides the order. Pinned memory on CUDA lets `non_blocking`
+        copies overlap the previous step."""
+        if getattr(self, "_loader", None) is None:
+            workers = self.args.num_workers
+            self._loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
+                                      collate_fn=self.collate_fn, pin_memory=self.ctx.device.type == "cuda",
+                                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+        return self._loader
 
     def no_sync(self, last_micro: bool):
         """Skip DDP's gradient all-reduce on all but the last micro-batch of a group."""
@@ -421,6 +531,7 @@ class Trainer:
         if self.step == self.step_at_start + 1:  # time from after the first (warm-up, compile) step
             synchronize(self.ctx.device)
             self.timer, self.tokens = time.perf_counter(), 0
+            self.frames_after_warmup = dynamo_frames()
         return lr
 
     def after_step(self, loss, parts: dict) -> None:
@@ -433,10 +544,23 @@ class Trainer:
         self.loss_ema = 0.9 * self.loss_ema + 0.1 * loss
         self.ema_weight = 0.9 * self.ema_weight + 0.1
         if self.ctx.is_main and (self.step % self.args.log_interval == 0 or final):
+            self._check_recompiles()
             smooth = float(self.loss_ema / self.ema_weight)
             self._log_line(float(loss), {**{k: float(v) for k, v in parts.items()}, "loss_smooth": smooth})
         if self.step % self.args.save_interval == 0 or final:
             self.save()
+
+    @property
+    def recompiles(self) -> int:
+        """torch.compile frames compiled after the warm-up step (0 when shapes stay static; 0 uncompiled)."""
+        start = getattr(self, "frames_after_warmup", None)
+        return 0 if self.compile_options is None or start is None else dynamo_frames() - start
+
+    def _check_recompiles(self) -> None:
+        if self.recompiles > getattr(self, "_recompiles_reported", 0):
+            self._recompiles_reported = self.recompiles
+            self._say(f"warning: torch.compile recompiled {self.recompiles} time(s) after the first step; each "
+                      f"stalls training (TORCH_LOGS=recompiles names the changed shape)")
 
     def _log_line(self, loss: float, parts: dict) -> None:
         synchronize(self.ctx.device)
@@ -625,7 +749,7 @@ def check_common_args(args) -> None:
     """Refuse values of the shared flags that cannot work, naming the flag (before any model or data is built)."""
     for flag, low in MINIMUM_FLAG_VALUES.items():
         value = getattr(args, flag, None)
-        if value is not None and value < low:
+        if isinstance(value, (int, float)) and value < low:  # a DeviceDefault is checked once resolved
             raise UserError(f"--{flag} {value}: must be at least {low}")
 
 
@@ -634,6 +758,7 @@ def start_stage(args):
     check_common_args(args)
     ctx = init_distributed_mode(args.device, args.dtype)
     log = main_logger(ctx)
+    resolve_device_defaults(args, ctx.device.type, log, int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)))
     seed_everything(args.seed)
     model, tokenizer = init_model(args, ctx, log)
     return ctx, log, model, tokenizer
