@@ -1,0 +1,84 @@
+// @vitest-environment node
+import { describe, expect, it } from "vitest";
+import { aggregate, calculate, canonical, runMockTool, runToolLoop, scoreCase, MOCK_TOOLS } from "./tools";
+
+describe("browser mock tools", () => {
+  it("calculator does arithmetic and refuses anything else quickly", () => {
+    expect(calculate("(3+4)*5")).toBe(35);
+    expect(calculate("２＋３×４")).toBe(14);
+    expect(calculate("7//2")).toBe(3);
+    expect(calculate("2**-1")).toBe(0.5);
+    expect(calculate("-2**2")).toBe(-4);
+    for (const bad of ["alert(1)", "constructor.constructor('x')()", "9**9**9**9", "1/0", "(1+2", "", "1".repeat(201)]) {
+      expect(() => calculate(bad)).toThrow();
+    }
+  });
+
+  it("weather matches scripts/tool_mocks.py (sha256 of the city name)", async () => {
+    // python: tool_mocks.get_weather("Beijing") -> temperature 12? computed from sha256("beijing")
+    const w: any = await runMockTool("get_weather", { city: "Beijing" });
+    const h = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode("beijing")));
+    expect(w).toEqual({ city: "Beijing", temperature: (h[0] % 36) - 5, unit: "celsius",
+      condition: ["晴 sunny", "多云 cloudy", "小雨 light rain", "阴 overcast", "雷阵雨 thunderstorm", "雪 snow"][h[1] % 6],
+      humidity: 30 + (h[2] % 60), mock: true });
+    expect(await runMockTool("get_weather", { city: "" })).toEqual({ error: "city must be a non-empty string" });
+    expect(await runMockTool("nope", {})).toEqual({ error: "unknown tool 'nope'" });
+  });
+
+  it("search and time", async () => {
+    const s: any = await runMockTool("search", { query: "LoRA", top_k: 2 });
+    expect(s.results[0].title).toBe("LoRA");
+    const t: any = await runMockTool("get_time", { timezone: "Asia/Shanghai" }, new Date(Date.UTC(2026, 0, 1, 0, 0, 0)));
+    expect(t).toEqual({ timezone: "Asia/Shanghai", datetime: "2026-01-01 08:00:00", weekday: "Thursday" });
+    expect((await runMockTool("get_time", { timezone: "Mars/Base" }) as any).error).toContain("unknown time zone");
+  });
+});
+
+describe("tool loop", () => {
+  it("model -> tool -> model, with a trace and the results fed back", async () => {
+    const bodies: any[] = [];
+    const replies = [
+      { content: "", tool_calls: [{ id: "c1", type: "function", function: { name: "calculator", arguments: '{"expression": "6*7"}' } }] },
+      { content: "答案是 42" },
+    ];
+    const fetchFn = (async (_u: string, init: RequestInit) => {
+      bodies.push(JSON.parse(init.body as string));
+      return new Response(JSON.stringify({ choices: [{ message: replies.shift() }] }), { status: 200 });
+    }) as unknown as typeof fetch;
+    const r = await runToolLoop({ baseUrl: "http://x/v1", model: "m", tools: MOCK_TOOLS, runTool: runMockTool,
+                                  messages: [{ role: "user", content: "6 乘 7" }], fetchFn });
+    expect(r.final).toBe("答案是 42");
+    expect(r.trace.map((t) => t.kind)).toEqual(["model", "tool", "model"]);
+    expect(r.results).toEqual([{ expression: "6*7", result: 42 }]);
+    expect(bodies[1].messages.at(-1)).toEqual({ role: "tool", tool_call_id: "c1", content: '{"expression":"6*7","result":42}' });
+    const s = scoreCase([{ name: "calculator", arguments: { expression: "6*7" } }], r.first, r.final, r.results, "6 乘 7");
+    expect(s).toMatchObject({ detected: true, json_valid: true, name_correct: true, exact: true, uses_result: true });
+  });
+
+  it("stops after maxRounds and counts unparsable arguments as invalid", async () => {
+    const fetchFn = (async () => new Response(JSON.stringify({ choices: [{ message: {
+      content: "", tool_calls: [{ id: "c", type: "function", function: { name: "search", arguments: "{bad" } }] } }] }))) as unknown as typeof fetch;
+    const r = await runToolLoop({ baseUrl: "http://x/v1", model: "m", tools: MOCK_TOOLS, runTool: runMockTool,
+                                  messages: [{ role: "user", content: "q" }], fetchFn, maxRounds: 2 });
+    expect(r.trace.filter((t) => t.kind === "model").length).toBe(2);
+    expect(r.final).toBeNull();
+    expect(r.first).toEqual({ calls: [], invalid_blocks: 1 });
+  });
+});
+
+describe("scoring = eval_tool_call.py", () => {
+  it("canonical is Python's json.dumps(sort_keys=True, ensure_ascii=False)", () => {
+    expect(canonical({ b: 1, a: ["北京", 2] })).toBe('{"a": ["北京", 2], "b": 1}');
+  });
+
+  it("aggregates like aggregate()", () => {
+    const exp = [{ name: "get_weather", arguments: { city: "北京" } }];
+    const good = scoreCase(exp, { calls: exp, invalid_blocks: 0 }, "晴", [{ city: "北京", condition: "晴 sunny" }], "北京天气");
+    const wrongArgs = scoreCase(exp, { calls: [{ name: "get_weather", arguments: { city: "上海" } }], invalid_blocks: 0 }, null, [], "北京天气");
+    const noCallOk = scoreCase([], { calls: [], invalid_blocks: 0 }, "你好", [], "你好");
+    const noCallBad = scoreCase([], { calls: [], invalid_blocks: 1 }, null, [], "你好");
+    const a = aggregate([good, wrongArgs, noCallOk, noCallBad]);
+    expect(a).toEqual({ cases: 4, should_call: 2, should_not_call: 2, call_detection: 1, no_call_accuracy: 0.5,
+      json_validity: 1, tool_name_accuracy: 1, argument_exact_match: 0.5, argument_key_f1: 0.5, final_uses_result: 0 });
+  });
+});
