@@ -1,0 +1,216 @@
+"""The built web app (docs/tutorial/react-app/dist) served by a real training manager, driven in headless Chromium
+(Debian's /usr/bin/chromium through Playwright): connect with the token, start a tiny CPU run, see log lines and
+the loss curve grow, stop it; then the tool playground against a stub OpenAI-compatible server (tool call ->
+browser mock -> final answer, which stays text). Skipped only when Chromium, Playwright or the build is missing
+(CI builds the app first: cd docs/tutorial/react-app && npm ci && npm run build). Screenshots go to
+$MM_SCREENSHOT_DIR when it is set."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DIST = ROOT / "docs" / "tutorial" / "react-app" / "dist"
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+TOKEN = "browser-test-token-" + "y" * 12
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None or sync_playwright is None,
+                       reason="needs /usr/bin/chromium and the playwright package (CI installs both)"),
+    pytest.mark.skipif(not (DIST / "index.html").exists(),
+                       reason="web app not built: cd docs/tutorial/react-app && npm ci && npm run build"),
+]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(page, expression: str, timeout: float = 120):
+    deadline = time.time() + timeout
+    while not page.evaluate(expression):
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        time.sleep(0.2)
+
+
+def shot(page, name: str):
+    folder = os.environ.get("MM_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory):
+    state = tmp_path_factory.mktemp("browser_manager")
+    port = _free_port()
+    log = open(state / "manager.log", "w")
+    proc = subprocess.Popen([sys.executable, "scripts/serve_train_manager.py", "--port", str(port), "--state_dir",
+                             str(state), "--launcher", "python", "--stop_grace_s", "5"], cwd=ROOT,
+                            env={**os.environ, "TRAIN_MANAGER_TOKEN": TOKEN}, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(base + "/api/status", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2).is_success:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError((state / "manager.log").read_text())
+        time.sleep(0.5)
+    yield base
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def test_training_tab_starts_watches_and_stops_a_run(manager, browser):
+    name = f"_tm_browser_{uuid.uuid4().hex[:8]}"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.goto(manager + "/#training")
+        page.fill("input[aria-label=token]", TOKEN)
+        page.click("text=连接 / Connect")
+        page.wait_for_selector("text=已连接 / connected", timeout=30000)
+        assert "CPU" in page.inner_text("[data-testid=devices]")
+        page.select_option("select[aria-label=stage]", "pretrain")
+        page.eval_on_selector_all("details", "els => els.forEach(e => e.open = true)")
+        # defaults come from the trainer's parser via the manager: pretrain's learning rate placeholder is 0.0005
+        assert page.get_attribute("#flag-learning_rate", "placeholder") == "0.0005"
+        for flag, value in {"hidden_size": "64", "num_hidden_layers": "2", "batch_size": "2", "max_seq_len": "64",
+                            "accumulation_steps": "1", "max_steps": "2000", "log_interval": "1",
+                            "save_interval": "100000", "save_dir": f"out/{name}",
+                            "checkpoint_dir": f"checkpoints/{name}"}.items():
+            page.fill(f"#flag-{flag}", value)
+        preview = json.loads(page.inner_text("[data-testid=flags-preview]"))
+        assert preview["hidden_size"] == 64 and preview["save_dir"] == f"out/{name}"
+        page.click("text=开始 / Start")
+        wait_until(page, "document.querySelector('[data-testid=log]').innerText.includes('step 3/')")
+        wait_until(page, "Number(document.querySelector('[data-testid=loss-chart]').dataset.points) >= 3")
+        wait_until(page, "document.querySelector('[data-testid=run-status]').innerText.includes('tokens/s')")
+        n1 = int(page.get_attribute("[data-testid=loss-chart]", "data-points"))
+        wait_until(page, f"Number(document.querySelector('[data-testid=loss-chart]').dataset.points) > {n1}")
+        assert page.locator("[data-testid=loss-chart] path").count() == 1
+        shot(page, "training_running.png")
+        page.click("text=停止 / Stop")
+        wait_until(page, "document.querySelector('[data-testid=run-status]').innerText.startsWith('stopped')", 30)
+        wait_until(page, "document.querySelector('[data-testid=log]').innerText.includes('[manager] stop')", 30)
+        shot(page, "training_stopped.png")
+        assert errors == []
+        assert not [u for u in requests if "token" in u.lower()], "the token must never be in a URL"
+    finally:
+        page.close()
+        shutil.rmtree(ROOT / "out" / name, ignore_errors=True)
+        shutil.rmtree(ROOT / "checkpoints" / name, ignore_errors=True)
+
+
+class StubModelServer:
+    """An OpenAI-compatible stub: first reply calls get_weather, the next answers with the tool's result and a
+    string of HTML that must be shown as text."""
+
+    def __init__(self, origin: str):
+        from fastapi import FastAPI, Request
+        from fastapi.middleware.cors import CORSMiddleware
+        import uvicorn
+        app = FastAPI()
+        app.add_middleware(CORSMiddleware, allow_origins=[origin], allow_methods=["*"], allow_headers=["*"])
+        self.bodies = []
+
+        @app.get("/v1/models")
+        async def models():
+            return {"object": "list", "data": [{"id": "stub-model", "object": "model"}]}
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request):
+            body = await request.json()
+            self.bodies.append(body)
+            last = body["messages"][-1]
+            if last["role"] == "tool":
+                result = json.loads(last["content"])
+                msg = {"role": "assistant", "content": f"北京 {result['temperature']} 度 <img src=x onerror=alert(1)>"}
+            else:
+                msg = {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+                       "function": {"name": "get_weather", "arguments": json.dumps({"city": "北京"})}}]}
+            return {"id": "x", "object": "chat.completion", "model": body["model"],
+                    "choices": [{"index": 0, "message": msg, "finish_reason": "stop"}]}
+
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def test_tool_playground_runs_the_loop_against_a_server(manager, browser):
+    from scripts import tool_mocks
+    expected = tool_mocks.run_tool("get_weather", {"city": "北京"})
+    with StubModelServer(manager) as stub:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: errors.append("dialog: " + d.message))
+        try:
+            page.goto(manager + "/#tools")
+            page.select_option("select[aria-label='endpoint preset']", "custom")
+            page.fill("input[aria-label='custom endpoint']", f"http://127.0.0.1:{stub.port}/v1")
+            page.click("text=读取 /models")
+            wait_until(page, "document.querySelector('input[aria-label=model]').value === 'stub-model'", 20)
+            page.fill("textarea[aria-label=prompt]", "北京今天天气怎么样？")
+            page.click("text=发送 / Send")
+            page.wait_for_selector("[data-testid=final]", timeout=20000)
+            final = page.inner_text("[data-testid=final]")
+            assert final == f"北京 {expected['temperature']} 度 <img src=x onerror=alert(1)>"
+            assert page.locator("[data-testid=final] img").count() == 0  # model text stays text
+            trace = page.inner_text("[data-testid=trace]")
+            assert "get_weather" in trace and " ms" in trace
+            # the browser mock gave the stub exactly what scripts/tool_mocks.py computes
+            assert json.loads(stub.bodies[1]["messages"][-1]["content"]) == expected
+            assert [t["function"]["name"] for t in stub.bodies[0]["tools"]] == \
+                [t["function"]["name"] for t in tool_mocks.MOCK_TOOLS]
+            shot(page, "tool_playground.png")
+            assert errors == []
+        finally:
+            page.close()
