@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end demo on the bundled data: install, pretrain, full SFT, one chat answer, then a report of what was
-# learned (held-out bits per character before/after), where the files are and the next commands to run.
+# learned (held-out bits per character and multiple-choice accuracy, untrained vs pretrain vs SFT, through
+# scripts/eval_bench.py), a training report with loss curves ($DIR/report.md, report/*.png), the files, next commands.
 # A small model (hidden 256, 4 layers, ~5M parameters) so it finishes in minutes on a CPU; on a GPU/NPU it is seconds.
 # Everything goes to out/demo/ and checkpoints/demo/, never over the default out/*_512.pth weights.
 #   bash scripts/demo.sh            # everything
@@ -34,5 +35,6 @@ stage 3 "chat: one answer from $DIR/full_sft_256.pth"
 printf '成语“画蛇添足”是什么意思？\n/exit\n' | "$PY" eval_llm.py chat --save_dir "$DIR" --weight full_sft \
   --max_new_tokens 64 --temperature 0.7 --show_speed 1
 
-stage 4 "report: held-out bits per character, files, next commands"
+stage 4 "report: untrained vs pretrain vs full_sft (held-out bits/char, multiple choice vs chance), curves, next commands"
+# the evaluation harness (scripts/eval_bench.py) on the three models, then scripts/report.py: $DIR/report.md + PNGs
 "$PY" scripts/demo_report.py --save_dir "$DIR" --seconds "$(( $(date +%s) - start ))"

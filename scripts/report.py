@@ -213,7 +213,14 @@ def write_report(save_dir, eval_path=None, log=print) -> Path:
                         f"(bash scripts/demo.sh) or run scripts/eval_bench.py first")
     summaries = [summarize(stem, rows, save_dir) for stem, rows in stages]
     plots = []
-    if stages:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # e.g. a GPU box without it: the tables still come out, the PNGs can be drawn elsewhere
+        log("note: matplotlib is not installed; report.md without PNGs (pip install matplotlib, then rerun)")
+        stages_to_plot = []
+    else:
+        stages_to_plot = stages
+    if stages_to_plot:
         folder = save_dir / "report"
         ensure_writable_dir(folder)
         for (stem, rows), s in zip(stages, summaries):

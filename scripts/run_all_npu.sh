@@ -15,12 +15,15 @@
 #                 scripts/eval_tool_call.py on the held-out split + suite; `--weight tool_sft serve` then serves it
 #   eval          eval_llm.py auto on --weight, else on the weight this run trained last, else on full_sft
 #   convert       scripts/convert_to_hf.py -> <save_dir>/minimind-hf (minimind-moe-hf with --use-moe)
+#   report        scripts/eval_bench.py (untrained vs the eval weight: held-out bits/char, multiple choice), then
+#                 scripts/report.py -> <save_dir>/report.md + report/*.png (stage table, loss curves, eval table)
 #   vllm          serve the converted model with vLLM-Ascend (docker) or a local `vllm`, wait for /health,
 #                 send one test chat and print the answer; the server keeps running
 # Presets:
-#   all  = download build pretrain full_sft dpo reason eval     core = download build pretrain full_sft eval
+#   all  = download build pretrain full_sft dpo reason eval report
+#   core = download build pretrain full_sft eval report
 #   serve = convert vllm                                         rl   = ppo grpo spo
-#   demo = pretrain full_sft dpo reason eval on the bundled dataset/demo/ data with a small model
+#   demo = pretrain full_sft dpo reason eval report on the bundled dataset/demo/ data with a small model
 #          (hidden 128, 2 layers, 160 steps in all), locally, into out/demo and checkpoints/demo
 #
 # Options:
@@ -59,7 +62,7 @@ set -uo pipefail
 PROJECT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CALLER_DIR="$PWD"
 PY="${PYTHON:-python3}"
-ALL_STAGES="download build tokenizer pretrain full_sft lora dpo reason ppo grpo spo distillation tool eval convert vllm"
+ALL_STAGES="download build tokenizer pretrain full_sft lora dpo reason ppo grpo spo distillation tool eval convert report vllm"
 TRAIN_STAGES="pretrain full_sft lora dpo reason ppo grpo spo distillation"
 PRESETS="all core serve rl demo"
 DATASET_MODELSCOPE="gongjy/minimind_dataset"
@@ -239,11 +242,11 @@ DEMO=0
 PLAN=()
 for item in "${REQUESTED[@]}"; do
     case "$item" in
-        all) add="download build pretrain full_sft dpo reason eval" ;;
-        core) add="download build pretrain full_sft eval" ;;
+        all) add="download build pretrain full_sft dpo reason eval report" ;;
+        core) add="download build pretrain full_sft eval report" ;;
         serve) add="convert vllm" ;;
         rl) add="ppo grpo spo" ;;
-        demo) add="pretrain full_sft dpo reason eval"; DEMO=1 ;;
+        demo) add="pretrain full_sft dpo reason eval report"; DEMO=1 ;;
         *) add="$item" ;;
     esac
     for s in $add; do
@@ -663,7 +666,7 @@ check_plan() {
                 PRODUCED+=" tool_sft"
                 LAST=tool_sft
                 ;;
-            eval | convert)
+            eval | convert | report)
                 w="$(resolve_weight)"
                 if [ "$w" = lora ]; then  # a LoRA run is evaluated as full_sft + adapter; conversion takes full_sft
                     if [ "$stage" = eval ] && [ ! -d "$(lora_dir)" ] && ! in_list lora "$PRODUCED"; then
@@ -884,6 +887,21 @@ stage_eval() {
     fi
 }
 
+stage_report() {  # the harness on an untrained model and the eval weight, then report.md + PNGs of every stage
+    local w="$1" bench report
+    [ "$w" != lora ] || w=full_sft
+    bench=(scripts/eval_bench.py --save_dir "$(p_out)" --hidden_size "$HIDDEN" --weight "$w" --compare untrained "$w"
+        --tasks heldout mc)
+    [ "$USE_MOE" -eq 0 ] || bench+=(--use_moe 1)
+    report=(scripts/report.py --save_dir "$(p_out)")
+    if [ "$BACKEND" = docker ]; then
+        training_container
+        run "${DOCKER_ARGS[@]}" python3 "${bench[@]}" && run "${DOCKER_ARGS[@]}" python3 "${report[@]}"
+    else
+        run "$PY" "${bench[@]}" && run "$PY" "${report[@]}"
+    fi
+}
+
 stage_convert() {
     local w="$1" args
     [ "$w" != lora ] || w=full_sft
@@ -1029,6 +1047,7 @@ for stage in "${PLAN[@]}"; do
         build) stage_build ;;
         tool) stage_tool ;;
         eval) stage_eval "$(resolve_weight)" ;;
+        report) stage_report "$(resolve_weight)" ;;
         convert) stage_convert "$(resolve_weight)" ;;
         vllm) stage_vllm ;;
         *) stage_train "$stage" ;;

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from scripts import chat_openai_api  # noqa: E402
 from scripts import convert_to_hf  # noqa: E402
 from scripts import demo_report  # noqa: E402
+from scripts import eval_bench  # noqa: E402
 from trainer import train_dpo  # noqa: E402
 import eval_llm  # noqa: E402
 from scripts import serve_openai_api  # noqa: E402
@@ -46,7 +47,7 @@ def test_bits_per_char_of_a_uniform_model_is_log2_vocab_per_token(tokenizer):
     for p in model.parameters():  # all-zero weights give all-zero logits: every token costs log2(6400) bits
         p.data.zero_()
     texts = [("zh", "床前明月光，疑是地上霜。"), ("en", "The quick brown fox."), ("zh", "海水为什么是咸的？")]
-    got = demo_report.bits_per_char(model, tokenizer, texts, batch_size=2)  # two batches, right-padded
+    got = eval_bench.bits_per_char(model, tokenizer, texts, batch_size=2)  # two batches, right-padded
     tokens = {d: 0 for d, _ in texts}
     chars = {d: 0 for d, _ in texts}
     for d, t in texts:
@@ -60,9 +61,9 @@ def test_bits_per_char_of_a_uniform_model_is_log2_vocab_per_token(tokenizer):
 def test_bits_per_char_is_independent_of_batching(tokenizer):
     torch.manual_seed(0)
     model = MiniMindForCausalLM(MiniMindConfig(**TINY)).eval()
-    texts = demo_report.read_heldout(ROOT / demo_report.HELDOUT, 60)[:7]
-    one = demo_report.bits_per_char(model, tokenizer, texts, batch_size=1)
-    many = demo_report.bits_per_char(model, tokenizer, texts, batch_size=7)
+    texts = eval_bench.read_heldout(ROOT / demo_report.HELDOUT, 60)[:7]
+    one = eval_bench.bits_per_char(model, tokenizer, texts, batch_size=1)
+    many = eval_bench.bits_per_char(model, tokenizer, texts, batch_size=7)
     assert one.keys() == many.keys()
     for k in one:
         assert one[k] == pytest.approx(many[k], rel=1e-4)
@@ -76,13 +77,19 @@ def test_report_lists_files_scores_and_commands_the_parsers_accept(tmp_path, cap
     data.write_text("".join(json.dumps({"text": t, "domain": d}, ensure_ascii=False) + "\n"
                             for d, t in [("poetry", "白日依山尽，黄河入海流。"), ("kjv", "In the beginning.")]),
                     encoding="utf-8")
-    assert demo_report.main(["--save_dir", str(save_dir), "--data_path", str(data), "--seconds", "90"]) == 0
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text(json.dumps({"question": "「床前明月光」的下一句是？", "choices": ["疑是地上霜", "黄河入海流", "更上一层楼"],
+                              "answer": "A"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert demo_report.main(["--save_dir", str(save_dir), "--data_path", str(data), "--seconds", "90",
+                             "--mc_sets", f"poem={mc}", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    report = (save_dir / "report.md").read_text(encoding="utf-8")
+    report = (save_dir / "demo_summary.md").read_text(encoding="utf-8")
     assert report in out
     assert "1.5 min" in report
-    for row in ("| poetry |", "| kjv |", "| all |", "full_sft_64.pth", "full_sft_64.json", "pretrain_64.pth"):
+    for row in ("| poetry |", "| kjv |", "| all |", "full_sft_64.pth", "full_sft_64.json", "pretrain_64.pth",
+                "| domain | untrained | pretrain | full_sft |", "| poem_mc (n=1) | 33.3% |", "report.md"):
         assert row in report
+    assert (save_dir / "report.md").is_file() and (save_dir / "eval_bench.jsonl").is_file()
     # every suggested command parses with the tool's own parser and points at the demo folder
     parsers = {"eval_llm.py": eval_llm.build_parser(), "serve_openai_api.py": serve_openai_api.build_parser(),
                "chat_openai_api.py": chat_openai_api.build_parser(), "convert_to_hf.py": convert_to_hf.build_parser(),
@@ -152,7 +159,9 @@ def test_demo_script_runs_end_to_end_and_reports(tmp_path):
         assert f"== [{n}/4]" in proc.stdout
     assert "🤖: " in proc.stdout and "tokens/s]" in proc.stdout
     assert "deprecated" not in proc.stdout + proc.stderr
-    for name in ("pretrain_256.pth", "full_sft_256.pth", "full_sft_256.json", "report.md"):
+    for name in ("pretrain_256.pth", "full_sft_256.pth", "full_sft_256.json", "report.md", "demo_summary.md",
+                 "eval_bench.jsonl", "pretrain_256.metrics.jsonl", "report/loss_all.png"):
         assert (tmp_path / "out" / name).is_file(), name
-    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    report = (tmp_path / "out" / "demo_summary.md").read_text(encoding="utf-8")
     assert "| all |" in report and f"eval_llm.py chat --save_dir {tmp_path / 'out'}" in report
+    assert "| idiom_mc (n=296) | 25.0% |" in report and "| pretrain_256 |" in (tmp_path / "out" / "report.md").read_text()

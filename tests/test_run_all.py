@@ -133,7 +133,7 @@ def docker_prefix(dirs, smi, nproc=8, extra_env=(), reward=None):
 
 def test_dry_run_all_local_exact_commands(dirs):
     plan = dry_run("--local", *dirs["opts"], "all", *dirs["extra"])
-    assert list(plan) == ["download", "build", "pretrain", "full_sft", "dpo", "reason", "eval"]
+    assert list(plan) == ["download", "build", "pretrain", "full_sft", "dpo", "reason", "eval", "report"]
     data, out, ckpt = str(dirs["data"]), str(dirs["out"]), str(dirs["ckpt"])
     files = ["pretrain_hq.jsonl", "sft_mini_512.jsonl", "lora_identity.jsonl", "dpo.jsonl", "r1_mix_1024.jsonl",
              "rlaif-mini.jsonl"]
@@ -150,6 +150,9 @@ def test_dry_run_all_local_exact_commands(dirs):
                                         "--from_weight", "dpo"]]
     assert plan["eval"] == [["python3", "eval_llm.py", "auto", "--save_dir", out, "--hidden_size", "512",
                              "--weight", "reason"]]
+    assert plan["report"] == [["python3", "scripts/eval_bench.py", "--save_dir", out, "--hidden_size", "512",
+                               "--weight", "reason", "--compare", "untrained", "reason", "--tasks", "heldout", "mc"],
+                              ["python3", "scripts/report.py", "--save_dir", out]]
 
 
 def test_dry_run_all_docker_exact_commands(dirs, fake_ascend):
@@ -287,7 +290,7 @@ def test_dry_run_extras_nproc_resume_and_spaces(dirs, fake_ascend):
 
 def test_dry_run_demo_preset():
     plan = dry_run("demo")
-    assert list(plan) == ["pretrain", "full_sft", "dpo", "reason", "eval"]
+    assert list(plan) == ["pretrain", "full_sft", "dpo", "reason", "eval", "report"]
     for stage, data in [("pretrain", "pretrain_demo"), ("full_sft", "sft_demo"), ("dpo", "dpo_demo"),
                         ("reason", "r1_demo")]:
         cmd = plan[stage][0]
@@ -712,6 +715,7 @@ def test_demo_preset_runs_end_to_end_on_cpu(tmp_path):
     answers = re.findall(r"^🤖: (.*)$", proc.stdout, flags=re.M)
     assert len(answers) == 8 and any(a.strip() for a in answers), proc.stdout[-2000:]
     assert "all stages done" in proc.stdout
+    assert (out / "report.md").is_file() and (out / "report" / "reason_64.png").is_file()
 
 
 # ------------------------------------------------------------------------------------------------- linters
