@@ -11,8 +11,8 @@ export default defineConfig({
     port: 5173,
     // `npm run dev` talks to a local manager / API server through the dev server, same origin as in production.
     proxy: {
-      "/api": "http://127.0.0.1:8999",
-      "/mcp": "http://127.0.0.1:8999",
+      "/api": { target: "http://127.0.0.1:8999", changeOrigin: false }, // keep Host: the manager checks Origin == Host
+      "/mcp": { target: "http://127.0.0.1:8999", changeOrigin: false },
     },
   },
   test: {
