@@ -111,13 +111,25 @@ class TimelineKVCache:
     1-element device tensor, so a captured graph reads it at replay).
     """
 
-    def __init__(self, config, max_rows: int, max_len: int, device, dtype):
-        shape = (max_rows, config.num_key_value_heads, max_len, config.head_dim)
+    def __init__(self, config, max_rows: int, length: int, device, dtype):
+        shape = (max_rows, config.num_key_value_heads, length, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
-        self.max_len = max_len
         self.rows = self.cols = 0
         self.column: Optional[torch.Tensor] = None
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2]
+
+    def grow(self, length: int, rows: int, lo: int, hi: int) -> None:
+        """Reallocate with `length` columns, keeping columns [lo, hi) of the first `rows` rows."""
+        def bigger(t):
+            new = t.new_zeros(t.shape[0], t.shape[1], length, t.shape[3])
+            new[:rows, :, lo:hi] = t[:rows, :, lo:hi]
+            return new
+        self.keys = [bigger(t) for t in self.keys]
+        self.values = [bigger(t) for t in self.values]
 
     def begin(self, rows: int, cols: int, column: torch.Tensor) -> None:
         self.rows, self.cols, self.column = rows, cols, column
@@ -142,11 +154,23 @@ class TimelineKVCache:
         for t in self.keys + self.values:
             t[:rows, :, lo + by:hi + by] = t[:rows, :, lo:hi].clone()
 
-    def place(self, row0: int, prefill: StaticKVCache, end: int) -> None:
-        """Copy a prefilled batch's cache into rows row0.. so that its last column lands at `end` - 1."""
+    def place(self, row0: int, prefill: StaticKVCache, end: int, index: torch.Tensor) -> None:
+        """Copy prefilled rows `index` (repeats allowed) into rows row0.. so their last column lands at end - 1."""
         width = prefill.length
         for dst, src in zip(self.keys + self.values, prefill.keys + prefill.values):
-            dst[row0:row0 + src.shape[0], :, end - width:end] = src[:, :, :width]
+            dst[row0:row0 + index.numel(), :, end - width:end] = src.index_select(0, index)[:, :, :width]
+
+
+PREFILL_TOKENS = 16384  # padded prompt tokens per prefill forward when several prompts join at once
+
+
+def _offsets(chunk: list) -> list:
+    """Index of each queued add()'s first prompt in the chunk's prompt list."""
+    out, n = [], 0
+    for _, prompts, _, _ in chunk:
+        out.append(n)
+        n += len(prompts)
+    return out
 
 
 def _bucket(n: int, limit: int, smallest: int = 1) -> int:
@@ -190,7 +214,9 @@ class BatchDecoder:
         device = self.device = engine.device
         dtype = next(model.parameters()).dtype
         self.vocab = model.config.vocab_size
-        self.cache = TimelineKVCache(model.config, max_rows, max_len, device, dtype)
+        # columns are allocated as needed up to max_len (a server with --max_model_len 32768 must not reserve
+        # 32768 columns per row up front); growing drops captured graphs, which point at the old buffers
+        self.cache = TimelineKVCache(model.config, max_rows, min(max_len, 512), device, dtype)
         z = dict(device=device)
         # per-row state, preallocated and updated in place (a captured graph reads these addresses)
         self.start = torch.zeros(max_rows, dtype=torch.long, **z)  # first live column of each row
@@ -344,20 +370,28 @@ class BatchDecoder:
             t[:n] = t[index]
 
     def _make_room(self, need: int) -> None:
-        """Make T >= need (shift right) and T < max_len (drop the columns before the oldest live row)."""
+        """Make T >= need (shift right) with column T free to write: grow the buffer, or drop the columns before
+        the oldest live row. Row budgets (prompt + max_new <= max_len) guarantee one of them works."""
         n = len(self.rows)
         lo = min(self.starts) if self.starts else self.T
+        target = max(need, self.T)
+        if target + 1 > self.cache.length and lo > 0 and (lo >= self.cache.length // 4
+                                                           or self.cache.length >= self.max_len):
+            self.cache.shift(n, lo, self.T, -lo)  # compact: cheaper than growing when much of it is dead
+            self._shift_starts(-lo)
+            self.T -= lo
+            lo, target = 0, max(need, self.T)
+        if target + 1 > self.cache.length:
+            length = _bucket(target + 1, self.max_len)
+            if target + 1 > length:
+                raise RuntimeError("KV cache full: a row outgrew max_len")  # budgets prevent this
+            self.cache.grow(length, n, lo, self.T)
+            self.graphs.clear()
         if self.T < need:
             if n:
                 self.cache.shift(n, lo, self.T, need - self.T)
             self._shift_starts(need - self.T)
             self.T = need
-        elif self.T >= self.max_len:
-            if lo == 0:
-                raise RuntimeError("KV cache full: a row outgrew max_len")  # budgets prevent this
-            self.cache.shift(n, lo, self.T, -lo)
-            self._shift_starts(-lo)
-            self.T -= lo
 
     def _shift_starts(self, by: int) -> None:
         self.starts = [s + by for s in self.starts]
@@ -374,7 +408,7 @@ class BatchDecoder:
         if self.use_graphs:
             self.logits = self._graph_forward(b, T)
         elif self.static_shapes:
-            self.logits = self._forward(_bucket(b, self.max_rows), _bucket(T + 1, self.max_len, 64))[:b]
+            self.logits = self._forward(_bucket(b, self.max_rows), _bucket(T + 1, self.cache.length, 64))[:b]
         else:
             self.logits = self._forward(b, T + 1)
         self.pos[:b] += 1
@@ -391,7 +425,7 @@ class BatchDecoder:
         return out.logits[:, -1]
 
     def _graph_forward(self, rows: int, T: int) -> torch.Tensor:
-        b, cols = _bucket(rows, self.max_rows), _bucket(T + 1, self.max_len, 64)
+        b, cols = _bucket(rows, self.max_rows), _bucket(T + 1, self.cache.length, 64)
         entry = self.graphs.get((b, cols))
         if entry is None:
             try:
@@ -421,60 +455,74 @@ class BatchDecoder:
         return graph, logits
 
     def _join(self) -> None:
-        """Prefill the queued prompts (one forward per add() call) and append their rows after the running ones."""
+        """Prefill the queued prompts and append their rows after the running ones.
+
+        Prompts of every queued add() share prefill forwards (up to PREFILL_TOKENS padded tokens each): prefill does
+        not depend on sampling settings, and 64 short prompts in one forward cost about what a few do alone on CPU.
+        """
         if not self.queue:
             return
         queue, self.queue = self.queue, []
-        for ids, prompts, group, num_samples in queue:
+        chunk: list = []
+        for entry in queue:
+            prompts = chunk_prompts = [p for e in chunk + [entry] for p in e[1]]
+            if chunk and len(chunk_prompts) * max(len(p) for p in prompts) > PREFILL_TOKENS:
+                self._prefill(chunk)
+                chunk = []
+            chunk.append(entry)
+        self._prefill(chunk)
+        self._sample_plan = None
+
+    def _prefill(self, chunk: list) -> None:
+        prompts = [p for _, group_prompts, _, _ in chunk for p in group_prompts]
+        longest = max(len(p) for p in prompts)
+        ids_t = torch.full((len(prompts), longest), self.engine.pad_token_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros((len(prompts), longest), dtype=torch.long, device=self.device)
+        for i, p in enumerate(prompts):
+            ids_t[i, longest - len(p):] = torch.tensor(p, dtype=torch.long, device=self.device)
+            mask[i, longest - len(p):] = 1
+        padded = any(len(p) != longest for p in prompts)  # without padding the mask-free SDPA paths apply
+        prefill = StaticKVCache(self.config, len(prompts), longest, device=self.device, dtype=self.cache.keys[0].dtype)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        self.forward_rows.append(len(prompts))
+        logits = self.model(ids_t, attention_mask=mask if padded else None, position_ids=positions,
+                            past_key_values=prefill, use_cache=True, logits_to_keep=1).logits[:, -1]
+        # each final row's prompt: prompt-major, num_samples copies in a row (row r of a group -> r // num_samples)
+        source = [first + i for first, (_, ps, _, k) in zip(_offsets(chunk), chunk) for i in range(len(ps))
+                  for _ in range(k)]
+        index = torch.tensor(source, device=self.device)
+        lengths = [len(prompts[i]) for i in source]
+        self._make_room(longest)
+        row0, m, T = len(self.rows), len(source), self.T
+        self.cache.place(row0, prefill, T, index)
+        rows = slice(row0, row0 + m)
+        starts = [T - n for n in lengths]
+        self.start[rows] = torch.tensor(starts, device=self.device)
+        self.pos[rows] = torch.tensor(lengths, device=self.device)
+        self.stop[rows] = False
+        b = row0
+        for ids, _, group, _ in chunk:
             params = self.groups[group].params
-            longest = max(len(p) for p in prompts)
-            ids_t = torch.full((len(prompts), longest), self.engine.pad_token_id, dtype=torch.long,
-                               device=self.device)
-            mask = torch.zeros((len(prompts), longest), dtype=torch.long, device=self.device)
-            for i, p in enumerate(prompts):
-                ids_t[i, longest - len(p):] = torch.tensor(p, dtype=torch.long, device=self.device)
-                mask[i, longest - len(p):] = 1
-            padded = any(len(p) != longest for p in prompts)  # without padding the mask-free SDPA paths apply
-            prefill = StaticKVCache(self.config, len(prompts), longest, device=self.device,
-                                    dtype=self.cache.keys[0].dtype)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            self.forward_rows.append(len(prompts))
-            logits = self.model(ids_t, attention_mask=mask if padded else None, position_ids=positions,
-                                past_key_values=prefill, use_cache=True, logits_to_keep=1).logits[:, -1]
-            lengths = [len(p) for p in prompts]
-            if num_samples > 1:
-                prefill.repeat_interleave(num_samples)
-                logits = logits.repeat_interleave(num_samples, dim=0)
-                ids_t = ids_t.repeat_interleave(num_samples, dim=0)
-                mask = mask.repeat_interleave(num_samples, dim=0)
-                lengths = [n for n in lengths for _ in range(num_samples)]
-            self._make_room(longest)
-            row0, m, T = len(self.rows), len(ids), self.T
-            self.cache.place(row0, prefill, T)
-            sl = slice(row0, row0 + m)
-            starts = [T - n for n in lengths]
-            self.start[sl] = torch.tensor(starts, device=self.device)
-            self.pos[sl] = torch.tensor(lengths, device=self.device)
+            sl = slice(b, b + len(ids))
             self.temperature[sl] = max(params.temperature, 1e-6)
             self.top_p[sl] = params.top_p
             self.top_k[sl] = params.top_k
             self.penalty[sl] = params.repetition_penalty
-            self.stop[sl] = False
             stop_ids = list(params.stop_ids) if params.stop_ids is not None else [self.engine.eos_token_id]
             stop_ids = [i for i in stop_ids if i is not None and 0 <= i < self.vocab]
             if stop_ids:
                 self.stop[sl, torch.tensor(stop_ids, device=self.device)] = True
             if params.repetition_penalty != 1.0 and self.seen is None:
                 self.seen = torch.zeros(self.max_rows, self.vocab, dtype=torch.bool, device=self.device)
-            if self.seen is not None:
-                self.seen[sl] = False
-                self.seen[sl].scatter_(1, ids_t, mask.bool())
             self.rows += [_Row(i, group, params.max_new_tokens) for i in ids]
-            self.starts += starts
-            pending_logits = self.logits[:self.pending] if self.pending else None
-            self.logits = logits if pending_logits is None else torch.cat([pending_logits, logits])
-            self.pending = len(self.rows)  # everyone now has logits; after sampling, everyone has a token
-        self._sample_plan = None
+            b += len(ids)
+        if self.seen is not None:
+            self.seen[rows] = False
+            self.seen[rows] = self.seen[rows].scatter(1, ids_t[index], mask[index].bool())
+        self.starts += starts
+        logits = logits[index]
+        self.logits = torch.cat([self.logits[:self.pending], logits]) if self.pending else logits
+        self.pending = len(self.rows)  # everyone now has logits; after sampling, everyone has a token
 
     def _plan(self) -> tuple:
         """Which rows sample (not greedy), grouped by generator; rebuilt only when the batch changes."""

@@ -8,11 +8,11 @@
 Any OpenAI client talks to it (`OpenAI(base_url="http://127.0.0.1:8998/v1", api_key=...)`), as to vLLM.
 
 How it runs: one worker thread owns the model and the shared `model.engine.Engine`. Requests wait in a queue;
-the worker takes every waiting request that can share a decoding batch (same sampling settings), left-pads their
-prompts into one `Engine.stream` call and hands each new token to its request's asyncio queue. The request side
+the worker keeps one decoding batch (`Engine.batch`, continuous batching): a waiting request joins it at the next
+decoding step, with its own sampling settings, and each new token goes to its request's asyncio queue. The request side
 turns tokens into whole characters, cuts at `stop` strings and splits `<think>` / `<tool_call>` out of the text
 (model/chat_protocol.py). A request whose client disconnects is flagged and the worker stops decoding it at the
-next step; a batch whose requests are all gone ends at once. Requests arriving while a batch decodes wait for it.
+next step. Requests wait only while the batch is full (--max_batch_size rows).
 """
 if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
     import sys
@@ -345,18 +345,16 @@ class Job:
         self.loop, self.events = loop, asyncio.Queue()
         self.cancelled = False
         self.rows_done = [False] * n
+        self.tokens_out = 0  # tokens decoded for this request so far (all rows)
         self.checked_at = time.monotonic()  # when the request side last asked whether its client is there
 
-    def batch_key(self) -> tuple:
-        """Jobs with equal keys can decode in one Engine.stream call (it takes one SamplingParams).
-
-        A seeded sampled request decodes alone, so its output depends on its seed only, not on its neighbours.
-        """
-        if self.temperature <= 0:
-            return ("greedy", self.ignore_eos)
-        if self.seed is not None:
-            return ("seeded", id(self))
-        return ("sampled", self.temperature, self.top_p, self.ignore_eos)
+    def sampling(self):
+        """This request's decoding settings; a seeded request samples from its own generator, so its output
+        depends on its seed, not on the requests that share the batch."""
+        from model.engine import SamplingParams
+        return SamplingParams(max_new_tokens=self.max_tokens, temperature=max(self.temperature, 0.0),
+                              top_p=self.top_p, seed=self.seed if self.temperature > 0 else None,
+                              stop_ids=[] if self.ignore_eos else None)
 
     def send(self, event: tuple) -> None:
         try:
@@ -371,15 +369,21 @@ class Job:
 
 
 class BatchWorker(threading.Thread):
-    """The only thread that touches the model: takes queued jobs, decodes them in batches, streams tokens back."""
+    """The only thread that touches the model: one running decode batch that queued jobs join between steps.
+
+    Continuous batching: a request that arrives while others decode is prefilled at the next step and decodes in
+    the same batch (up to `max_batch_size` rows, oldest request first), instead of waiting for the batch to end.
+    """
 
     def __init__(self, engine, max_batch_size: int, max_model_len: int):
         super().__init__(name="minimind-decoder", daemon=True)
         self.engine, self.max_batch_size, self.max_model_len = engine, max_batch_size, max_model_len
         self.inbox: "queue.Queue[Optional[Job]]" = queue.Queue()
         self.waiting: collections.deque = collections.deque()  # only this thread touches it
+        self.rows: Dict[int, tuple] = {}  # decoder row id -> (job, choice index), for rows still streaming
         self.running_jobs = 0
-        self.batches = 0
+        self.admitted = 0  # jobs that joined the batch so far
+        self.decoder = None
         self._stopping = False
 
     def submit(self, job: Job) -> None:
@@ -403,93 +407,72 @@ class BatchWorker(threading.Thread):
                 self.waiting.append(job)
 
     def run(self) -> None:
+        self.decoder = self.engine.batch(self.max_batch_size, self.max_model_len)
         while not self._stopping:
-            if not self.waiting:
-                job = self.inbox.get()
+            if self.decoder.idle and not self.waiting:
+                job = self.inbox.get()  # nothing to do: sleep until a request comes
                 if job is None:
                     return
                 self.waiting.append(job)
             self._drain()
-            batch = self._take_batch()
-            if batch:
-                self._decode(batch)
-
-    def _take_batch(self) -> list:
-        """The oldest live job plus every waiting job that fits with it (same key, rows and length limits)."""
-        while self.waiting and self.waiting[0].cancelled:
-            job = self.waiting.popleft()
-            log.info("request %s: client left before decoding started", job.request_id)
-        if not self.waiting:
-            return []
-        first = self.waiting.popleft()
-        batch, rows = [first], first.n
-        longest, new = len(first.prompt_ids), first.max_tokens
-        key = first.batch_key()
-        for job in list(self.waiting):
-            if job.cancelled or job.batch_key() != key or rows + job.n > self.max_batch_size:
+            self._admit()
+            if self.decoder.idle:
                 continue
-            if max(longest, len(job.prompt_ids)) + max(new, job.max_tokens) > self.max_model_len:
+            try:
+                step = self.decoder.step()
+            except Exception as e:  # report to every request of the batch and keep serving
+                log.exception("decoding failed")
+                for job in {id(j): j for j, _ in self.rows.values()}.values():
+                    job.send(("error", f"generation failed: {type(e).__name__}: {e}"))
+                self.rows.clear()
+                self.decoder.reset()
+            else:
+                self._dispatch(step)
+            self.running_jobs = len({id(j) for j, _ in self.rows.values()})
+
+    def _admit(self) -> None:
+        """Oldest first, every waiting job whose rows fit in the batch now."""
+        while self.waiting:
+            job = self.waiting[0]
+            if job.cancelled:
+                self.waiting.popleft()
+                log.info("request %s: client left before decoding started", job.request_id)
                 continue
-            self.waiting.remove(job)
-            batch.append(job)
-            rows += job.n
-            longest, new = max(longest, len(job.prompt_ids)), max(new, job.max_tokens)
-        return batch
+            if job.n > self.decoder.free_rows:
+                if job.n > self.max_batch_size:  # can never fit: the request asked for more choices than rows
+                    self.waiting.popleft()
+                    job.send(("error", f"n={job.n} exceeds the server's --max_batch_size {self.max_batch_size}"))
+                    continue
+                return
+            self.waiting.popleft()
+            for i, row in enumerate(self.decoder.add([job.prompt_ids], job.sampling(), num_samples=job.n)):
+                self.rows[row] = (job, i)
+            self.admitted += 1
 
-    def _decode(self, batch: list) -> None:
-        from model.engine import SamplingParams
-        rows = [(job, i) for job in batch for i in range(job.n)]
-        first = batch[0]
-        params = SamplingParams(max_new_tokens=max(j.max_tokens for j in batch),
-                                temperature=max(first.temperature, 0.0), top_p=first.top_p,
-                                seed=first.seed if first.temperature > 0 else None,
-                                stop_ids=[] if first.ignore_eos else None)
-        counts = [0] * len(rows)
-        live = [True] * len(rows)
-        self.batches += 1
-        self.running_jobs = len(batch)
-
-        def end_row(r: int, reason: str) -> None:
-            live[r] = False
-            job, i = rows[r]
-            job.rows_done[i] = True
-            job.send(("end", i, reason))
-
-        stream = self.engine.stream([job.prompt_ids for job, _ in rows], params)
-        try:
-            for step in stream:
-                per_job: Dict[Job, list] = {}
-                for r, token_id in step.tokens:
-                    if live[r]:
-                        counts[r] += 1
-                        per_job.setdefault(rows[r][0], []).append((rows[r][1], token_id))
-                for job, tokens in per_job.items():
-                    job.send(("tokens", tokens))
-                for r, reason in step.finished:  # the engine's own reasons: stop id, length, or our cancel
-                    if live[r]:
-                        end_row(r, "length" if reason == "cancelled" else reason)
-                for r, (job, i) in enumerate(rows):
-                    if not live[r]:
-                        continue
-                    if job.cancelled or job.rows_done[i]:  # the client left, or the request side ended the row
-                        if job.cancelled and r == min(q for q, (j, _) in enumerate(rows) if j is job):
-                            log.info("request %s: client disconnected; stopped decoding after %d tokens",
-                                     job.request_id, counts[r])
-                        live[r] = False
-                        stream.cancel(r)
-                    elif counts[r] >= job.max_tokens:  # this request's own max_tokens (the batch runs to the largest)
-                        end_row(r, "length")
-                        stream.cancel(r)
-                self.running_jobs = len({id(rows[r][0]) for r in range(len(rows)) if live[r]})
-                if not any(live):
-                    break
-        except Exception as e:  # report to every request of the batch and keep serving
-            log.exception("decoding failed")
-            for job in batch:
-                job.send(("error", f"generation failed: {type(e).__name__}: {e}"))
-        finally:
-            stream.close()
-            self.running_jobs = 0
+    def _dispatch(self, step) -> None:
+        """Send the step's tokens and ends to their requests; cancel rows whose request is done with them."""
+        per_job: Dict[Job, list] = {}
+        for r, token_id in step.tokens:
+            if r in self.rows:
+                job, i = self.rows[r]
+                per_job.setdefault(job, []).append((i, token_id))
+                job.tokens_out += 1
+        for job, tokens in per_job.items():
+            job.send(("tokens", tokens))
+        for r, reason in step.finished:  # the engine's own reasons: stop id or length
+            if r in self.rows:
+                job, i = self.rows.pop(r)
+                job.rows_done[i] = True
+                job.send(("end", i, reason))
+        gone = set()
+        for r, (job, i) in list(self.rows.items()):
+            if job.cancelled or job.rows_done[i]:  # the client left, or the request side ended the row (stop string)
+                if job.cancelled and id(job) not in gone:
+                    gone.add(id(job))
+                    log.info("request %s: client disconnected; stopped decoding after %d tokens",
+                             job.request_id, job.tokens_out)
+                del self.rows[r]
+                self.decoder.cancel(r)
 
 
 # ------------------------------------------------------------------------------------------ from tokens to text

@@ -74,6 +74,17 @@ def test_timeline_wraps_when_the_buffer_fills_and_long_joiners_shift_it():
     assert out[2] == alone(model, [7, 8, 9], 13)
 
 
+def test_cache_grows_past_its_first_allocation():
+    model = tiny_model()
+    g = SamplingParams(max_new_tokens=30, temperature=0, stop_ids=[])
+    long_prompt = [5 + (i * 7) % 50 for i in range(200)]
+    decoder = Engine(model).batch(max_rows=2, max_len=256)  # tiny_model has 256 positions
+    decoder.cache.grow(64, 0, 0, 0)  # start small, as a server's 512 columns are small next to 32768
+    out, _, _ = run(decoder, {0: [(long_prompt, g)], 5: [([7, 8], g)]})
+    assert decoder.cache.length == 256
+    assert out[0] == alone(model, long_prompt, 30) and out[1] == alone(model, [7, 8], 30)
+
+
 def test_per_row_sampling_settings_and_seeds_do_not_depend_on_neighbours():
     model = tiny_model()
     seeded = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, top_k=50, seed=7, stop_ids=[])
@@ -103,8 +114,8 @@ def test_stop_ids_per_row_and_rows_leave_at_once():
     assert out[0] == free[:free.index(stop)] and reasons[0] == "stop"
     assert out[1] == free and reasons[1] == "length"
     first = free.index(stop)
-    # one prefill per add(); both rows decode until row 0 meets its stop id, then row 1 alone
-    assert decoder.forward_rows == [1, 1] + [2] * first + [1] * (7 - first)
+    # one prefill for both prompts; both rows decode until row 0 meets its stop id, then row 1 alone
+    assert decoder.forward_rows == [2] + [2] * first + [1] * (7 - first)
 
 
 def test_chunked_host_reads_give_the_same_tokens():

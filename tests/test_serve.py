@@ -208,39 +208,80 @@ def collect_job(job) -> list:
     return run()
 
 
-def test_worker_batches_requests_with_equal_sampling_settings(trained, tokenizer):
-    model, _ = trained
-    engine = Engine(model, eos_token_id=tokenizer.eos_token_id)
-    calls, real_stream = [], engine.stream
+def run_worker(engine, jobs_at, max_batch_size=8):
+    """Start a worker, submit jobs (a list of (delay_tokens, make_job)) and collect every job's rows and ends.
 
-    def recording_stream(prompts, params, num_samples=1):
-        calls.append((len(prompts), params.temperature, params.seed))
-        return real_stream(prompts, params, num_samples)
-
-    engine.stream = recording_stream
-    worker = serve.BatchWorker(engine, max_batch_size=8, max_model_len=2048)
+    A job with delay k is submitted once the first job has produced k tokens (so it arrives mid-decode)."""
+    worker = serve.BatchWorker(engine, max_batch_size=max_batch_size, max_model_len=2048)
+    order = []
 
     async def go():
         loop = asyncio.get_running_loop()
-        greedy = [serve.Job(f"g{k}", prompt_ids(tokenizer, m, t), 1, 60, 0.0, 1.0, None, False, loop)
-                  for k, (m, _, t) in enumerate(SAMPLES[:3])]
-        seeded = serve.Job("s", prompt_ids(tokenizer, HELLO), 2, 5, 1.0, 1.0, 7, False, loop)
-        for job in greedy + [seeded]:  # all queued before the worker starts: it sees them together
-            worker.submit(job)
+        jobs = [make(loop) for _, make in jobs_at]
+        first_delay = [d for d, _ in jobs_at]
+        for job, d in zip(jobs, first_delay):
+            if d == 0:
+                worker.submit(job)
         worker.start()
-        return [await collect_job(j) for j in greedy + [seeded]]
+
+        async def collect(job):
+            rows, ended = [[] for _ in range(job.n)], {}
+            while len(ended) < job.n:
+                ev = await asyncio.wait_for(job.events.get(), 60)
+                assert ev[0] != "error", ev
+                if ev[0] == "end":
+                    ended[ev[1]] = ev[2]
+                    order.append(job.request_id)
+                else:
+                    for i, t in ev[1]:
+                        rows[i].append(t)
+                        if job is jobs[0]:
+                            for other, d in zip(jobs, first_delay):
+                                if d and d == len(rows[0]):
+                                    worker.submit(other)
+            return rows, ended
+        return await asyncio.gather(*(collect(j) for j in jobs))
 
     try:
-        results = asyncio.run(go())
+        return asyncio.run(go()), order, worker
     finally:
         worker.stop()
         worker.join(10)
-    # three greedy prompts of different lengths decode as one left-padded batch; the seeded request alone
-    assert calls == [(3, 0.0, None), (2, 1.0, 7)]
+
+
+def test_worker_decodes_different_settings_in_one_batch(trained, tokenizer):
+    model, _ = trained
+    engine = Engine(model, eos_token_id=tokenizer.eos_token_id)
+    greedy = [(0, lambda loop, m=m, t=t, k=k: serve.Job(f"g{k}", prompt_ids(tokenizer, m, t), 1, 60, 0.0, 1.0,
+                                                          None, False, loop))
+              for k, (m, _, t) in enumerate(SAMPLES[:3])]
+    seeded = (0, lambda loop: serve.Job("s", prompt_ids(tokenizer, HELLO), 2, 5, 1.0, 1.0, 7, False, loop))
+    results, _, worker = run_worker(engine, greedy + [seeded])
+    # all four requests (5 rows) join one batch at the first step: one prefill of the 4 prompts, then 5-row steps
+    assert worker.decoder.forward_rows[:2] == [4, 5] and worker.admitted == 4
     for (rows, ended), (_, reply, _) in zip(results[:3], SAMPLES[:3]):
         assert tokenizer.decode(rows[0]) == reply and ended == {0: "stop"}
     rows, ended = results[3]
     assert [len(r) for r in rows] == [5, 5] and ended == {0: "length", 1: "length"}
+    again, _, _ = run_worker(engine, [seeded])  # a seeded request samples the same alone as in company
+    assert again[0][0] == rows
+
+
+def test_requests_join_a_running_batch_instead_of_waiting_for_it(trained, tokenizer):
+    """Continuous batching: a short request sent while a long one decodes finishes long before it."""
+    model, _ = trained
+    engine = Engine(model, eos_token_id=tokenizer.eos_token_id)
+    long = (0, lambda loop: serve.Job("long", prompt_ids(tokenizer, HELLO), 1, 120, 0.0, 1.0, None, True, loop))
+    short = (10, lambda loop: serve.Job("short", prompt_ids(tokenizer, SAMPLES[1][0], SAMPLES[1][2]), 1, 60, 0.0,
+                                        1.0, None, False, loop))
+    results, order, worker = run_worker(engine, [long, short])
+    assert order == ["short", "long"]
+    (long_rows, long_end), (short_rows, short_end) = results
+    assert len(long_rows[0]) == 120 and long_end == {0: "length"}
+    assert tokenizer.decode(short_rows[0]) == SAMPLES[1][1] and short_end == {0: "stop"}
+    # the short one joined mid-decode: after the long one's prefill + 9 one-row steps, its prefill, then 2-row steps
+    rows = worker.decoder.forward_rows
+    assert rows.index(2) >= 11 and rows.count(2) >= 5
 
 
 def test_503_while_loading_then_serves(trained, tokenizer):
