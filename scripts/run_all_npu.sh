@@ -19,6 +19,9 @@
 #                 scripts/report.py -> <save_dir>/report.md + report/*.png (stage table, loss curves, eval table)
 #   vllm          serve the converted model with vLLM-Ascend (docker) or a local `vllm`, wait for /health,
 #                 send one test chat and print the answer; the server keeps running
+#   web           the training manager + web app: docker: `docker compose --profile web up -d --build`
+#                 (http://127.0.0.1:5173); local: build docs/tutorial/react-app if needed, start
+#                 scripts/serve_train_manager.py in the background (http://127.0.0.1:8999, token in its log)
 # Presets:
 #   all  = download build pretrain full_sft dpo reason eval report
 #   core = download build pretrain full_sft eval report
@@ -62,7 +65,7 @@ set -uo pipefail
 PROJECT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CALLER_DIR="$PWD"
 PY="${PYTHON:-python3}"
-ALL_STAGES="download build tokenizer pretrain full_sft lora dpo reason ppo grpo spo distillation tool eval convert report vllm"
+ALL_STAGES="download build tokenizer pretrain full_sft lora dpo reason ppo grpo spo distillation tool eval convert report vllm web"
 TRAIN_STAGES="pretrain full_sft lora dpo reason ppo grpo spo distillation"
 PRESETS="all core serve rl demo"
 DATASET_MODELSCOPE="gongjy/minimind_dataset"
@@ -927,6 +930,30 @@ vllm_serve_args() {  # vllm_serve_args MODEL_PATH
     fi
 }
 
+stage_web() {  # the training manager and the web app (README: 训练管理与网页应用)
+    local app="docs/tutorial/react-app"
+    if [ "$BACKEND" = docker ]; then
+        run docker compose --profile web up -d --build || return 1
+        [ "$DRY_RUN" -eq 1 ] || log "web app on http://127.0.0.1:${WEB_PORT:-5173}; token: docker compose logs manager"
+        return 0
+    fi
+    if [ ! -f "$app/dist/index.html" ]; then
+        command -v npm > /dev/null || [ "$DRY_RUN" -eq 1 ] || {
+            echo "run_all_npu.sh: npm not found: install Node 20 to build $app (or use the docker backend)" >&2
+            return 1
+        }
+        run npm --prefix "$app" ci || return 1
+        run npm --prefix "$app" run build || return 1
+    fi
+    if [ "$DRY_RUN" -eq 1 ]; then
+        run "$PY" scripts/serve_train_manager.py
+        return 0
+    fi
+    echo "+ $(print_cmd "$PY" scripts/serve_train_manager.py) > $(show "$OUT_DIR")/train_manager.log 2>&1 &"
+    nohup "$PY" scripts/serve_train_manager.py > "$OUT_DIR/train_manager.log" 2>&1 &
+    log "training manager on http://127.0.0.1:8999 (process $!; the token is in $(show "$OUT_DIR")/train_manager.log)"
+}
+
 stage_vllm() {
     local container="minimind-vllm${MOE_SUFFIX//_/-}" pid=""
     if [ "$BACKEND" = docker ]; then
@@ -1050,6 +1077,7 @@ for stage in "${PLAN[@]}"; do
         report) stage_report "$(resolve_weight)" ;;
         convert) stage_convert "$(resolve_weight)" ;;
         vllm) stage_vllm ;;
+        web) stage_web ;;
         *) stage_train "$stage" ;;
     esac
     rc=$?

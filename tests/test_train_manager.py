@@ -424,3 +424,16 @@ def test_compose_web_service_and_its_dockerfile():
         block = conf.split(f"location {where} {{")[1].split("}")[0]
         assert f"proxy_pass {upstream};" in block and "proxy_buffering off;" in block
         assert "proxy_set_header Host $http_host;" in block  # the manager's same-origin check sees the browser's host
+
+
+def test_run_all_npu_web_stage_dry_run():
+    def dry(*args):
+        proc = subprocess.run(["bash", "scripts/run_all_npu.sh", "--dry-run", *args, "web"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return [line for line in proc.stdout.splitlines() if not line.startswith("#")]
+    assert dry("--docker") == ["docker compose --profile web up -d --build"]
+    local = dry("--local")
+    assert local[-1].endswith("scripts/serve_train_manager.py")
+    if not (ROOT / "docs/tutorial/react-app/dist/index.html").exists():
+        assert local[:2] == ["npm --prefix docs/tutorial/react-app ci", "npm --prefix docs/tutorial/react-app run build"]
