@@ -268,7 +268,7 @@ class BatchDecoder:
         """Forget every row (a reused decoder starts empty; its cache and captured graphs stay)."""
         self.rows, self.starts, self.queue, self.ready = [], [], [], []
         self.groups, self.cancelled, self.forward_rows = {}, set(), []
-        self.T = self.pending = 0
+        self.T = self.pending = self._next_id = self._next_group = 0  # row ids count from 0 per use
         self.start.zero_()
         self.pos.zero_()
         self.token.zero_()
