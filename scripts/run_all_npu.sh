@@ -430,6 +430,8 @@ p_data() {  # p_data HOST_FILE
         echo "$C_DATA/${1#"$DATA_DIR"/}"
     elif [[ "$1" == "$PROJECT_DIR"/dataset/demo/* ]]; then  # the repository is mounted too
         echo "$C_ROOT/${1#"$PROJECT_DIR"/}"
+    elif [[ "$1" == "$OUT_DIR"/* ]]; then  # the demo's tool data is written under out/, mounted at out/
+        echo "$C_ROOT/out/${1#"$OUT_DIR"/}"
     else
         die "with the Docker backend the data file $1 must be inside --data-dir $DATA_DIR"
     fi
@@ -607,6 +609,7 @@ train_hint() {  # how to produce a missing weight
     case "$1" in
         ppo_actor) echo "ppo" ;;
         full_dist) echo "distillation" ;;
+        tool_sft) echo "tool" ;;
         *) echo "$1" ;;
     esac
 }

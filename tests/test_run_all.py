@@ -303,6 +303,109 @@ def test_dry_run_demo_preset():
                              "--weight", "reason", "--max_new_tokens", "64"]]
 
 
+def test_dry_run_tool_stage_both_backends(dirs, fake_ascend):
+    """prepare (local corpus) -> tool SFT from full_sft saved as tool_sft at 512 tokens -> eval on the held-out
+    split; the prepared file lives in the data folder and the held-out twin goes to eval."""
+    touch_weights(dirs["out"], 512, "full_sft")
+    data, out, ckpt = str(dirs["data"]), str(dirs["out"]), str(dirs["ckpt"])
+    plan = dry_run("--local", *dirs["opts"], "tool", *dirs["extra"])
+    assert list(plan) == ["tool"] and len(plan["tool"]) == 3
+    prep, train, evaluate = plan["tool"]
+    assert prep == ["python3", "scripts/data_prepare_toolcall.py", "--source", "local", "--output",
+                    f"{data}/sft_tool_call.jsonl", "--max_length", "512"]
+    assert train == ["env", "NPROC_PER_NODE=1", "bash", "scripts/run_train_npu.sh", "full_sft", "--hidden_size",
+                     "512", "--num_hidden_layers", "8", "--save_dir", out, "--checkpoint_dir", ckpt, "--data_path",
+                     f"{data}/sft_tool_call.jsonl", "--from_weight", "full_sft", "--save_weight", "tool_sft",
+                     "--max_seq_len", "512"]
+    assert evaluate == ["python3", "scripts/eval_tool_call.py", "--weight", "tool_sft", "--save_dir", out,
+                        "--hidden_size", "512", "--out", f"{out}/tool_eval_tool_sft.jsonl", "--data_path",
+                        f"{data}/sft_tool_call_heldout.jsonl"]
+    assert dry_warnings("--local", *dirs["opts"], "tool", *dirs["extra"]) == []
+
+    plan = dry_run("--docker", *dirs["opts"], "tool", *dirs["extra"], env=fake_ascend["env"])
+    prefix = docker_prefix(dirs, fake_ascend["smi"])
+    prep, train, evaluate = plan["tool"]
+    assert prep == prefix + ["python3", "scripts/data_prepare_toolcall.py", "--source", "local", "--output",
+                             "/workspace/data/sft_tool_call.jsonl", "--max_length", "512"]
+    assert train == prefix + ["bash", "scripts/run_train_npu.sh", "full_sft", "--hidden_size", "512",
+                              "--num_hidden_layers", "8", "--save_dir", "out", "--checkpoint_dir", "checkpoints",
+                              "--data_path", "/workspace/data/sft_tool_call.jsonl", "--from_weight", "full_sft",
+                              "--save_weight", "tool_sft", "--max_seq_len", "512"]
+    assert evaluate == prefix + ["python3", "scripts/eval_tool_call.py", "--weight", "tool_sft", "--save_dir", "out",
+                                 "--hidden_size", "512", "--out", "out/tool_eval_tool_sft.jsonl", "--data_path",
+                                 "/workspace/data/sft_tool_call_heldout.jsonl"]
+
+
+def test_dry_run_tool_stage_data_path_moe_and_seq_len(dirs, fake_ascend):
+    """A given --data_path skips preparation; eval takes its _heldout twin, or `none` (the suite only) without
+    one. --use-moe reaches trainer and eval; a longer --max_seq_len also sets the preparation's --max_length."""
+    touch_weights(dirs["out"], 512, "full_sft")
+    out = str(dirs["out"])
+    own = dirs["data"] / "my_tools.jsonl"
+    own.write_text('{"conversations": []}\n')
+    plan = dry_run("--local", *dirs["opts"], "tool", *dirs["extra"], "--data_path", own)
+    assert len(plan["tool"]) == 2 and "scripts/data_prepare_toolcall.py" not in plan["tool"][0]
+    _, flags = trainer_argv(plan["tool"][0])
+    assert flags[flags.index("--data_path") + 1] == str(own)
+    assert plan["tool"][1][-2:] == ["--data_path", "none"]
+    (dirs["data"] / "my_tools_heldout.jsonl").write_text('{"conversations": []}\n')
+    plan = dry_run("--local", *dirs["opts"], "tool", *dirs["extra"], "--data_path", own)
+    assert plan["tool"][1][-2:] == ["--data_path", str(dirs["data"] / "my_tools_heldout.jsonl")]
+    plan = dry_run("--docker", *dirs["opts"], "tool", *dirs["extra"], "--data_path", own, env=fake_ascend["env"])
+    _, flags = trainer_argv(plan["tool"][0])
+    assert flags[flags.index("--data_path") + 1] == "/workspace/data/my_tools.jsonl"
+    assert plan["tool"][1][-2:] == ["--data_path", "/workspace/data/my_tools_heldout.jsonl"]
+
+    touch_weights(dirs["out"], 512, "full_sft", moe=True)
+    plan = dry_run("--local", *dirs["opts"], "--use-moe", "tool", *dirs["extra"], "--max_seq_len", "1024")
+    prep, train, evaluate = plan["tool"]
+    assert prep[-2:] == ["--max_length", "1024"]  # rows fit the length the trainer is told
+    _, flags = trainer_argv(train)
+    assert flags[4:6] == ["--use_moe", "1"] and flags[-2:] == ["--max_seq_len", "1024"]  # the last one wins
+    assert evaluate[:12] == ["python3", "scripts/eval_tool_call.py", "--weight", "tool_sft", "--save_dir", out,
+                             "--hidden_size", "512", "--out", f"{out}/tool_eval_tool_sft.jsonl", "--use_moe", "1"]
+
+
+def test_dry_run_tool_stage_demo_writes_under_out(fake_ascend):
+    """The demo keeps dataset/demo/ untouched: the prepared file goes to out/demo/, eval is shortened."""
+    plan = dry_run("demo", "tool")
+    assert list(plan)[-1] == "tool"
+    prep, train, evaluate = plan["tool"]
+    assert prep[prep.index("--output") + 1] == "out/demo/sft_tool_call.jsonl"
+    _, flags = trainer_argv(train)
+    assert flags[:10] == ["--hidden_size", "128", "--num_hidden_layers", "2", "--save_dir", "out/demo",
+                          "--checkpoint_dir", "checkpoints/demo", "--data_path", "out/demo/sft_tool_call.jsonl"]
+    assert flags[10:16] == ["--from_weight", "full_sft", "--save_weight", "tool_sft", "--max_seq_len", "512"]
+    assert evaluate[-6:] == ["--data_path", "out/demo/sft_tool_call_heldout.jsonl", "--max_cases", "20",
+                             "--max_new_tokens", "64"]
+    # Docker backend: out/demo is mounted at the container's out/, so the demo's tool data is found there
+    proc = run_script(RUN_ALL, "--dry-run", "--docker", "demo", "tool", env=fake_ascend["env"])
+    assert proc.returncode == 0 and "error" not in proc.stderr, proc.stderr
+    plan = dry_run("--docker", "demo", "tool", env=fake_ascend["env"])
+    prep, train, evaluate = plan["tool"]
+    assert prep[prep.index("--output") + 1] == "/workspace/minimind/out/sft_tool_call.jsonl"
+    _, flags = trainer_argv(train)
+    assert flags[flags.index("--data_path") + 1] == "/workspace/minimind/out/sft_tool_call.jsonl"
+    assert evaluate[evaluate.index("--data_path") + 1] == "/workspace/minimind/out/sft_tool_call_heldout.jsonl"
+
+
+def test_dry_run_tool_then_eval_and_serve_use_tool_sft(dirs):
+    touch_weights(dirs["out"], 512, "full_sft")
+    plan = dry_run("--local", *dirs["opts"], "tool", "eval", "convert", *dirs["extra"])
+    assert plan["eval"][0][-2:] == ["--weight", "tool_sft"]  # the weight this run trained last
+    assert plan["convert"][0][plan["convert"][0].index("--weight") + 1] == "tool_sft"
+    out = str(dirs["out"])
+    plan = dry_run("--local", *dirs["opts"], "--weight", "tool_sft", "serve", *dirs["extra"])
+    assert plan["convert"] == [["python3", "scripts/convert_to_hf.py", "--weight", "tool_sft", "--save_dir", out,
+                                "--output_dir", f"{out}/minimind-hf", "--hidden_size", "512", "--force"]]
+    assert plan["vllm"][0][:3] == ["vllm", "serve", f"{out}/minimind-hf"]
+    assert plan["vllm"][0][-3:] == ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+    warnings = dry_warnings("--local", *dirs["opts"], "--weight", "tool_sft", "serve", *dirs["extra"])
+    assert any(f"{out}/tool_sft_512.pth not found; run the tool stage first" in w for w in warnings), warnings
+    touch_weights(dirs["out"], 512, "tool_sft")
+    assert dry_warnings("--local", *dirs["opts"], "--weight", "tool_sft", "serve", *dirs["extra"]) == []
+
+
 # --------------------------------------------------------------------------- every emitted flag, every trainer
 
 def emitted_flags(tmp_path):
@@ -312,15 +415,20 @@ def emitted_flags(tmp_path):
     (fake / "dev").mkdir(parents=True)
     (fake / "dev" / "davinci0").write_text("")
     (fake / "ckpt").mkdir()
-    for stage in TRAIN_STAGES:
+    for stage in [*TRAIN_STAGES, "tool"]:
         (fake / "ckpt" / f"{SAVE_NAME.get(stage, stage)}_640_moe_resume.pth").write_bytes(b"")
-    stages = ["tokenizer", *TRAIN_STAGES]
+    heldout = fake / "tools.jsonl", fake / "tools_heldout.jsonl"
+    for f in heldout:
+        f.write_text("{}\n")
+    stages = ["tokenizer", *TRAIN_STAGES, "tool"]
     runs = [
         ("--local", *stages),
         ("--local", "--use-moe", "--hidden-size", "640", "--resume", "--reward-model", str(fake), *stages,
          "--", "--checkpoint_dir", str(fake / "ckpt"), "--max_steps", "5", "--dtype", "float32"),
-        ("demo",),
+        ("demo", "tool"),
         ("--docker", "--reward-model", str(fake), *stages),
+        ("--local", "tool", "--", "--data_path", str(heldout[0]), "--max_seq_len", "256"),
+        ("--local", "--use-moe", "tool", "--", "--data_path", str(fake / "tools_heldout.jsonl")),  # no twin: none
     ]
     found = {}
     for args in runs:
@@ -332,6 +440,9 @@ def emitted_flags(tmp_path):
                     found.setdefault(name, []).append(flags)
                 elif stage in ("eval", "convert"):
                     found.setdefault(stage, []).append(cmd[cmd.index("python3") + 2:])
+                elif stage == "tool":  # scripts/data_prepare_toolcall.py and scripts/eval_tool_call.py
+                    script = cmd[cmd.index("python3") + 1]
+                    found.setdefault(Path(script).stem, []).append(cmd[cmd.index("python3") + 2:])
     return found
 
 
@@ -387,6 +498,28 @@ def test_eval_and_convert_flags_are_accepted(all_emitted, monkeypatch):
         assert args.use_moe == 1 and args.output_dir == "out/minimind-moe-hf" and args.force
 
 
+def test_tool_stage_flags_are_accepted(all_emitted):
+    """The tool stage's preparation and evaluation flags, in every configuration above, parsed by those scripts'
+    own parsers (its training flags are full_sft's, checked with the trainers)."""
+    prepare = importlib.import_module("scripts.data_prepare_toolcall")
+    assert len(all_emitted["data_prepare_toolcall"]) == 4  # not when --data_path names a prepared file
+    for flags in all_emitted["data_prepare_toolcall"]:
+        args = parse_with(prepare.build_parser(), flags)
+        assert args.source == "local" and args.output.endswith("/sft_tool_call.jsonl")
+        assert args.max_length == 512
+    evaluate = importlib.import_module("scripts.eval_tool_call")
+    assert len(all_emitted["eval_tool_call"]) == 6
+    held = []
+    for flags in all_emitted["eval_tool_call"]:
+        args = parse_with(evaluate.build_parser(), flags)
+        assert args.mode == "auto" and args.weight == "tool_sft" and args.out.endswith("/tool_eval_tool_sft.jsonl")
+        assert args.use_moe in (None, 1) and args.hidden_size in (128, 512, 640)
+        held.append(args.data_path)
+    assert all(h.endswith("_heldout.jsonl") for h in held[:-1]) and held[-1] == "none"
+    sft = [f for f in all_emitted["full_sft"] if "tool_sft" in f]
+    assert len(sft) == 6 and all(f[f.index("--save_weight") + 1] == "tool_sft" for f in sft)
+
+
 # ----------------------------------------------------------------------------- bad input: refused before running
 
 def assert_refused(proc, *words):
@@ -436,6 +569,20 @@ def test_missing_weight_is_refused_before_anything_runs(dirs):
     assert any("teacher weight" in w for w in dry_warnings(*moe_distill))
     touch_weights(dirs["out"], 768, "full_sft")  # train_distillation's teacher is dense by default
     assert not any("teacher weight" in w for w in dry_warnings(*moe_distill))
+
+
+def test_tool_stage_without_full_sft_is_refused_before_anything_runs(dirs):
+    proc = run_script(RUN_ALL, "--local", *dirs["opts"], "tool", *dirs["extra"])
+    assert_refused(proc, "stage tool", f"{dirs['out']}/full_sft_512.pth", "run the full_sft stage first")
+    assert list(dirs["data"].iterdir()) == [] and list(dirs["out"].iterdir()) == []  # nothing prepared
+    proc = run_script(RUN_ALL, "--local", *dirs["opts"], "--use-moe", "tool", *dirs["extra"])
+    assert_refused(proc, "stage tool", f"{dirs['out']}/full_sft_512_moe.pth")
+    assert dry_warnings("--local", *dirs["opts"], "full_sft", "tool", *dirs["extra"]) == [
+        f"run_all_npu.sh: dry-run: a real run would stop here: stage full_sft: data file {dirs['data']}/"
+        f"sft_mini_512.jsonl not found; run the download stage, pass --data-dir, or try the bundled data with the "
+        f"demo preset",
+        f"run_all_npu.sh: dry-run: a real run would stop here: stage full_sft: needs {dirs['out']}/pretrain_512.pth; "
+        f"run the pretrain stage first"]  # tool's full_sft comes from the stage before it: no warning for tool
 
 
 def test_missing_data_file_is_refused_before_anything_runs(dirs):
