@@ -710,21 +710,27 @@ class Guard:
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return await self._refuse(send, 413, f"request body over {self.max_body_bytes} bytes")
-        received = 0
-
-        async def capped_receive():
-            nonlocal received
+        # Read the whole (capped) body here, before the app: a chunked upload has no Content-Length, and an error
+        # raised later, from inside the app's receive(), reaches the client as a 500 instead of this 413.
+        body, more = b"", True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise RequestError(413, f"request body over {self.max_body_bytes} bytes")
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                return await self._refuse(send, 413, f"request body over {self.max_body_bytes} bytes")
+            more = message.get("more_body", False)
+        replayed = False
 
-        try:
-            await self.app(scope, capped_receive, send)
-        except RequestError as e:
-            await self._refuse(send, e.status, e.message)
+        async def replay_receive():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # then disconnect notices, which SSE streams wait for
+
+        await self.app(scope, replay_receive, send)
 
     def _authorized(self, scope, headers) -> bool:
         auth = headers.get("authorization", "")
