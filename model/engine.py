@@ -18,8 +18,11 @@ checks stay on the device: tokens are copied to the host every `sync_every` step
 decoding of a small model is pure kernel-launch overhead, which is what the graphs remove. Every buffer a graph
 reads is preallocated and updated in place. The tests check greedy output against a naive full forward, against
 `model.generate()`, and the bucketed (graph-shaped) path against the exact-shaped one.
+`MINIMIND_DECODE=eager` in the environment turns both off (no graphs, a host read every step): the plain path,
+for comparisons and for debugging a graph problem.
 """
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -610,13 +613,13 @@ class Decoding:
 class Engine:
     def __init__(self, model, eos_token_id: Optional[int] = None, pad_token_id: int = 0,
                  cuda_graphs: Optional[bool] = None, sync_every: Optional[int] = None):
-        """`cuda_graphs` / `sync_every` default to on / 8 steps on CUDA and off / 1 elsewhere."""
+        """`cuda_graphs` / `sync_every` default to on / 8 steps on CUDA (unless MINIMIND_DECODE=eager), else off / 1."""
         self.model = model
         self.eos_token_id = model.config.eos_token_id if eos_token_id is None else eos_token_id
         self.pad_token_id = pad_token_id
-        on_cuda = self.device.type == "cuda"
-        self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
-        self.sync_every = (8 if on_cuda else 1) if sync_every is None else sync_every
+        fast = self.device.type == "cuda" and os.environ.get("MINIMIND_DECODE", "").lower() != "eager"
+        self.cuda_graphs = fast if cuda_graphs is None else cuda_graphs
+        self.sync_every = (8 if fast else 1) if sync_every is None else sync_every
         self._decoders: Dict[tuple, BatchDecoder] = {}  # with graphs: kept per shape bucket, graphs and all
 
     @property

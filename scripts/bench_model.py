@@ -2,10 +2,12 @@
 
 Measures, on the present device (or --device):
   * forward+backward training throughput (tokens/s) of a preset with synthetic tokens, MoE grouped GEMM vs loop;
-  * decoding throughput of the shared Engine (static KV cache) against transformers' `model.generate()`;
+  * decoding throughput of the shared Engine with CUDA graphs (its CUDA default), the Engine's eager path
+    (MINIMIND_DECODE=eager: no graphs, a host read per token) and transformers' `model.generate()`;
   * correctness checks in the device's dtype: engine greedy == HF greedy, grouped MoE == looped MoE.
 
     python scripts/bench_model.py --preset small --device cuda
+    python scripts/bench_model.py --preset small base --skip_train --decode_batches 1 16 64 --new_tokens 256
 """
 if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
     import sys
@@ -69,20 +71,26 @@ def bench_train(model, device, dtype, batch, seq, grouped):
 
 
 def bench_decode(model, device, batch, prompt_len, new_tokens):
+    """tokens/s of the engine with CUDA graphs (the default on CUDA), the engine's eager path, and HF generate."""
     model.eval()
     params = SamplingParams(max_new_tokens=new_tokens, temperature=0, stop_ids=[])
-    engine = Engine(model)
     calls = iter(range(1000))
 
     def fresh_prompts():  # a new prompt length per call, so kernels meet KV lengths they have not seen (as in chat)
         n = prompt_len + next(calls)
         return torch.randint(3, model.config.vocab_size, (batch, n), device=device)
 
-    t_engine = timed(lambda: engine.generate(fresh_prompts().tolist(), params), device, warmup=1, iters=3)
-    t_hf = timed(lambda: model.generate(fresh_prompts(), max_new_tokens=new_tokens, do_sample=False,
-                                        eos_token_id=None, pad_token_id=0, min_new_tokens=new_tokens),
-                 device, warmup=1, iters=3)
-    return batch * new_tokens / t_engine, batch * new_tokens / t_hf
+    result = {}
+    for name, engine in (("engine_graphs", Engine(model, cuda_graphs=True)),
+                         ("engine_eager", Engine(model, cuda_graphs=False, sync_every=1))):
+        if name == "engine_graphs" and device.type != "cuda":
+            continue
+        result[name] = batch * new_tokens / timed(lambda: engine.generate(fresh_prompts().tolist(), params),
+                                                  device, warmup=1, iters=3)
+    result["hf_generate"] = batch * new_tokens / timed(
+        lambda: model.generate(fresh_prompts(), max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+                               pad_token_id=0, min_new_tokens=new_tokens), device, warmup=1, iters=3)
+    return result
 
 
 @torch.inference_mode()
@@ -92,6 +100,9 @@ def check(model, device):
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [20, 21, 22, 23, 24]]
     params = SamplingParams(max_new_tokens=16, temperature=0, stop_ids=[])
     got = [c.token_ids for c in Engine(model).generate(prompts, params)]
+    eager = [c.token_ids for c in Engine(model, cuda_graphs=False, sync_every=1).generate(prompts, params)]
+    emit(check="engine_default_equals_eager_greedy", rows_equal=sum(a == b for a, b in zip(got, eager)),
+         rows=len(prompts), graphs=device.type == "cuda")
     same = 0
     for p, g in zip(prompts, got):
         hf = model.generate(torch.tensor([p], device=device), max_new_tokens=16, do_sample=False,
@@ -115,8 +126,9 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch_size", type=int, default=16, help="training micro-batch (sequences)")
     parser.add_argument("--seq_len", type=int, default=512, help="training sequence length (tokens)")
-    parser.add_argument("--decode_batches", type=int, nargs="+", default=[1, 16], help="decode batch sizes")
+    parser.add_argument("--decode_batches", type=int, nargs="+", default=[1, 16, 64], help="decode batch sizes")
     parser.add_argument("--new_tokens", type=int, default=128, help="tokens generated per row")
+    parser.add_argument("--skip_train", action="store_true", help="decoding only")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -125,17 +137,19 @@ def main():
         model = MiniMindForCausalLM(MiniMindConfig(**PRESETS[name])).to(device)
         params = count_parameters(model)
         check(model, device)
-        for grouped in ((True, False) if model.config.use_moe else (True,)):
+        for grouped in () if args.skip_train else (True, False) if model.config.use_moe else (True,):
             tps = bench_train(model, device, dtype, args.batch_size, args.seq_len, grouped)
             emit(bench="train_fwd_bwd", preset=name, params=params, device=str(device), dtype=str(dtype),
                  batch=args.batch_size, seq_len=args.seq_len, moe_grouped_mm=grouped if model.config.use_moe else None,
                  tokens_per_s=round(tps, 1))
         eval_model = model.to(dtype)
+        check(eval_model, device)  # again in the decode dtype (bf16 on CUDA), graphs against eager
         for batch in args.decode_batches:
-            engine_tps, hf_tps = bench_decode(eval_model, device, batch, 64, args.new_tokens)
+            tps = bench_decode(eval_model, device, batch, 64, args.new_tokens)
+            fastest = tps.get("engine_graphs", tps["engine_eager"])
             emit(bench="decode", preset=name, device=str(device), dtype=str(dtype), batch=batch, prompt_len=64,
-                 new_tokens=args.new_tokens, engine_tokens_per_s=round(engine_tps, 1),
-                 hf_generate_tokens_per_s=round(hf_tps, 1), speedup=round(engine_tps / hf_tps, 2))
+                 new_tokens=args.new_tokens, **{f"{k}_tokens_per_s": round(v, 1) for k, v in tps.items()},
+                 speedup_vs_hf=round(fastest / tps["hf_generate"], 2))
         model = eval_model = None
 
 

@@ -11,6 +11,8 @@
 #   (5. only with CUDAGRAPHS=1: full_sft again with MINIMIND_COMPILE_MODE=reduce-overhead)
 #
 #   OUT=/tmp/o bash scripts/gpu_bench_train.sh                               # on the GPU box (~6 min on an H200)
+#   PARTS="e2e small" OUT=/tmp/o bash scripts/gpu_bench_train.sh             # some of it: e2e (2, 3), small (4:
+#                                                                            # 512/8), base_moe (4: 768/16, MoE)
 #   OUT=/tmp/o BENCH_DEVICE=cpu BENCH_TINY=1 bash scripts/gpu_bench_train.sh # CPU check of the driver itself
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,17 +45,19 @@ step() {  # step NAME TIMEOUT_S CMD...: JSON lines of CMD to $J, its log to $OUT
     echo "$name: rc $rc, $((SECONDS - t0)) s" >&2
 }
 
+PARTS=" ${PARTS:-e2e small base_moe} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 step env 60 $PY -c 'import json, torch, transformers, numpy
 cuda = torch.cuda.is_available()
 print(json.dumps({"bench": "env", "torch": torch.__version__, "cuda": torch.version.cuda,
                   "transformers": transformers.__version__, "numpy": numpy.__version__,
                   "gpu": torch.cuda.get_device_name(0) if cuda else None,
                   "capability": torch.cuda.get_device_capability(0) if cuda else None}))'
-step pretrain_defaults 200 $PY scripts/bench_train.py --e2e pretrain -- "${SIZE[@]}" "${DEV[@]}" "${RUN[@]}" "${COMMON[@]}"
-step full_sft_defaults 150 $PY scripts/bench_train.py --e2e full_sft -- "${SIZE[@]}" "${DEV[@]}" "${SFT[@]}" "${COMMON[@]}"
-step compare_small 200 $PY scripts/bench_train.py --compare-defaults --measure_peak --preset "${PRESETS_ALL[@]}" \
+part e2e && step pretrain_defaults 200 $PY scripts/bench_train.py --e2e pretrain -- "${SIZE[@]}" "${DEV[@]}" "${RUN[@]}" "${COMMON[@]}"
+part e2e && step full_sft_defaults 150 $PY scripts/bench_train.py --e2e full_sft -- "${SIZE[@]}" "${DEV[@]}" "${SFT[@]}" "${COMMON[@]}"
+part small && step compare_small 200 $PY scripts/bench_train.py --compare-defaults --measure_peak --preset "${PRESETS_ALL[@]}" \
     --steps "$STEPS" "${DEV[@]}"
-if [ ${#PRESETS_TWO[@]} -gt 0 ]; then
+if [ ${#PRESETS_TWO[@]} -gt 0 ] && part base_moe; then
     step compare_base_moe 300 $PY scripts/bench_train.py --compare-defaults --configs minimind best \
         --preset "${PRESETS_TWO[@]}" --steps "$STEPS" "${DEV[@]}"
 fi

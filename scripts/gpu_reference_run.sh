@@ -6,8 +6,8 @@
 #   OUT=/tmp/ref bash scripts/gpu_reference_run.sh            # on the GPU machine (carry dataset/build/gpu)
 #
 # `pack` needs dataset/build/ from `python scripts/build_corpus.py build`: it writes a seeded random subsample of
-# dataset/build/pretrain.jsonl (as many rows as fit in PACK_MB MiB of xz) and the build's SFT set, xz-compressed,
-# so the working tree plus corpus travel within the device's 64 MiB. The run itself needs only torch,
+# dataset/build/pretrain.jsonl (as many rows as fit in PACK_MB MiB of xz) and the build's SFT and tool-call sets,
+# xz-compressed, so the working tree plus corpus travel within the device's 64 MiB. The run itself needs only torch,
 # transformers, numpy and this repository (stdlib lzma unpacks the corpus); without dataset/build/gpu it falls back
 # to the bundled dataset/demo/ files and says so. matplotlib is optional there: without it report.md has no PNGs,
 # and `python scripts/report.py --save_dir $OUT/copy` redraws them from the logs copied to $OUT.
@@ -36,9 +36,13 @@ from pathlib import Path
 out, limit = Path(sys.argv[1]), float(sys.argv[2]) * 2**20
 out.mkdir(parents=True, exist_ok=True)
 held = {json.loads(l)["text"] for l in open("dataset/demo/eval_heldout.jsonl", encoding="utf-8")}
-sft = Path("dataset/build/sft.jsonl")
-sft_bytes = lzma.compress(sft.read_bytes(), preset=9) if sft.is_file() else b""
-(out / "sft.jsonl.xz").write_bytes(sft_bytes) if sft_bytes else None
+sft_bytes = b""
+for name in ("sft", "tool_call"):  # the SFT set, and the tool dialogues for scripts/gpu_tool_sft.sh
+    src = Path(f"dataset/build/{name}.jsonl")
+    if src.is_file():
+        data = lzma.compress(src.read_bytes(), preset=9)
+        (out / f"{name}.jsonl.xz").write_bytes(data)
+        sft_bytes += data
 lines = Path("dataset/build/pretrain.jsonl").read_text(encoding="utf-8").splitlines()
 random.Random(0).shuffle(lines)
 comp, size, rows, chars, overlap = lzma.LZMACompressor(preset=9), 0, 0, 0, 0
@@ -56,7 +60,7 @@ with open(out / "pretrain.jsonl.xz", "wb") as f:
     f.write(comp.flush())
 print(json.dumps({"pretrain_rows": rows, "of_rows": len(lines), "pretrain_chars": chars,
                   "pretrain_xz_mib": round((out / "pretrain.jsonl.xz").stat().st_size / 2**20, 2),
-                  "sft_xz_mib": round(len(sft_bytes) / 2**20, 2), "heldout_texts_in_pretrain": overlap}))
+                  "sft_and_tool_xz_mib": round(len(sft_bytes) / 2**20, 2), "heldout_texts_in_pretrain": overlap}))
 EOF
     exit 0
 fi
