@@ -60,7 +60,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import psutil
 
-from model.checkpoint import atomic_write_json, weight_stem
+from model.checkpoint import atomic_write_json, read_sidecar, weight_stem
 from model.runtime import ROOT, UserError, display_path, user_errors
 
 STAGES = ("pretrain", "full_sft", "lora", "dpo", "reason", "distillation", "ppo", "grpo", "spo")
@@ -818,11 +818,11 @@ def build_app(manager: RunManager, token: str, cors_origins=(), max_body_bytes: 
     async def weights():
         out = []
         for f in sorted((ROOT / "out").glob("*.pth")):
-            side = f.with_suffix(".json")
-            meta = {}
+            meta = None
             with contextlib.suppress(OSError, ValueError):
-                meta = json.loads(side.read_text(encoding="utf-8")) if side.exists() else {}
-            cfg = meta.get("config", {}) if isinstance(meta, dict) else {}
+                meta = read_sidecar(f)
+            cfg = meta.get("model_config") if isinstance(meta, dict) else None
+            cfg = cfg if isinstance(cfg, dict) else {}  # no sidecar (a MiniMind release .pth): sizes unknown
             out.append({"name": f.stem, "path": display_path(f), "size_bytes": f.stat().st_size,
                         "modified": f.stat().st_mtime, "hidden_size": cfg.get("hidden_size"),
                         "num_hidden_layers": cfg.get("num_hidden_layers"), "use_moe": cfg.get("use_moe")})

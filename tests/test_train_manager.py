@@ -196,6 +196,24 @@ def test_weights_datasets_devices_and_mock_tools(client):
     assert "error" in r.json()["result"]
 
 
+def test_weights_list_reads_sizes_from_the_sidecar(client):
+    """A weight saved the way the trainers save it: the list shows its width, depth and MoE from the sidecar."""
+    import argparse
+    from model.checkpoint import save_weights
+    from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
+    model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2))
+    path = ROOT / "out" / f"_tm_weights_{uuid.uuid4().hex[:8]}_64.pth"
+    try:
+        save_weights(model, path, argparse.Namespace(hidden_size=64))
+        listed = {w["name"]: w for w in client.get("/api/weights", headers=AUTH).json()["weights"]}
+        w = listed[path.stem]
+        assert (w["hidden_size"], w["num_hidden_layers"], w["use_moe"]) == (64, 2, False)
+        assert w["path"] == f"out/{path.name}" and w["size_bytes"] == path.stat().st_size
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+
+
 def test_mcp_server_lists_and_calls_the_mock_tools(client):
     hdr = {**AUTH, "Accept": "application/json, text/event-stream"}
     init = client.post("/mcp", headers=hdr, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
