@@ -1,6 +1,6 @@
 // @vitest-environment node
 import { describe, expect, it } from "vitest";
-import { aggregate, calculate, canonical, runMockTool, runToolLoop, scoreCase, MOCK_TOOLS } from "./tools";
+import { aggregate, calculate, canonical, McpClient, runMockTool, runToolLoop, scoreCase, MOCK_TOOLS } from "./tools";
 
 describe("browser mock tools", () => {
   it("calculator does arithmetic and refuses anything else quickly", () => {
@@ -63,6 +63,28 @@ describe("tool loop", () => {
     expect(r.trace.filter((t) => t.kind === "model").length).toBe(2);
     expect(r.final).toBeNull();
     expect(r.first).toEqual({ calls: [], invalid_blocks: 1 });
+  });
+});
+
+describe("MCP client", () => {
+  it("calls fetch as a plain function: a browser's fetch called as a method of another object throws", async () => {
+    const bodies: any[] = [];
+    // window.fetch throws "Illegal invocation" unless `this` is the window (or undefined); Node's fetch does not
+    // check, so this stand-in does what the browser does
+    const browserFetch = async function (this: unknown, _u: string, init: RequestInit) {
+      if (this !== undefined && this !== globalThis) throw new TypeError("Failed to execute 'fetch' on 'Window': Illegal invocation");
+      const body = JSON.parse(init.body as string);
+      bodies.push(body);
+      const result = body.method === "tools/list"
+        ? { tools: [{ name: "calculator", description: "calc", inputSchema: { type: "object", properties: { expression: { type: "string" } }, required: ["expression"] } }] }
+        : body.method === "tools/call" ? { structuredContent: { result: { expression: "6*7", result: 42 } } } : {};
+      return new Response(JSON.stringify({ jsonrpc: "2.0", id: body.id, result }), { status: 200 });
+    } as unknown as typeof fetch;
+    const client = new McpClient("http://127.0.0.1:8999/mcp", "tok", browserFetch);
+    const tools = await client.listTools();
+    expect(tools.map((t) => t.function.name)).toEqual(["calculator"]);
+    expect(await client.call("calculator", { expression: "6*7" })).toEqual({ expression: "6*7", result: 42 });
+    expect(bodies.map((b) => b.method)).toEqual(["initialize", "tools/list", "tools/call"]);
   });
 });
 

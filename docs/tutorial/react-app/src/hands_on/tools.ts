@@ -174,7 +174,9 @@ export class McpClient {
   constructor(private url: string, private token: string, private fetchFn: typeof fetch = fetch) {}
 
   async rpc(method: string, params?: unknown): Promise<any> {
-    const resp = await this.fetchFn(this.url, {
+    // called unbound: a browser's fetch called as this.fetchFn(...) throws "Illegal invocation" (`this` is not window)
+    const fetchFn = this.fetchFn;
+    const resp = await fetchFn(this.url, {
       method: "POST",
       headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json",
                  Accept: "application/json, text/event-stream" },
