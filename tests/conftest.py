@@ -4,6 +4,8 @@ import io
 import subprocess
 from contextlib import redirect_stderr, redirect_stdout
 
+import pytest
+
 
 def run_main(main, argv) -> subprocess.CompletedProcess:
     """A script's main(argv) in this process, as a CompletedProcess (exit code, captured stdout/stderr).
@@ -18,3 +20,10 @@ def run_main(main, argv) -> subprocess.CompletedProcess:
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for all browser tests (tests/browser_util.py; they skip without it)."""
+    from browser_util import launch_chromium
+    yield from launch_chromium()

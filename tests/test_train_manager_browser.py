@@ -1,9 +1,9 @@
 """The built web app (docs/tutorial/react-app/dist) served by a real training manager, driven in headless Chromium
 (Debian's /usr/bin/chromium through Playwright): connect with the token, start a tiny CPU run, see log lines and
 the loss curve grow, stop it; then the tool playground against a stub OpenAI-compatible server (tool call ->
-browser mock -> final answer, which stays text). Skipped only when Chromium, Playwright or the build is missing
-(CI builds the app first: cd docs/tutorial/react-app && npm ci && npm run build). Screenshots go to
-$MM_SCREENSHOT_DIR when it is set."""
+browser mock -> final answer, which stays text). Skipped only when Chromium or Playwright is missing; the app is
+built first when dist/ is missing or stale (tests/browser_util.py). Screenshots go to $MM_SCREENSHOT_DIR when it
+is set."""
 import json
 import os
 import shutil
@@ -18,38 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DIST = ROOT / "docs" / "tutorial" / "react-app" / "dist"
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+from browser_util import ROOT, ensure_built, needs_browser, wait_until
+from browser_util import free_port as _free_port
+
 TOKEN = "browser-test-token-" + "y" * 12
 
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:
-    sync_playwright = None
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None or sync_playwright is None,
-                       reason="needs /usr/bin/chromium and the playwright package (CI installs both)"),
-    pytest.mark.skipif(not (DIST / "index.html").exists(),
-                       reason="web app not built: cd docs/tutorial/react-app && npm ci && npm run build"),
-]
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(page, expression: str, timeout: float = 120):
-    deadline = time.time() + timeout
-    while not page.evaluate(expression):
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {expression}")
-        time.sleep(0.2)
+pytestmark = [pytest.mark.slow, needs_browser]
 
 
 def shot(page, name: str):
@@ -61,6 +35,7 @@ def shot(page, name: str):
 
 @pytest.fixture(scope="module")
 def manager(tmp_path_factory):
+    ensure_built()
     state = tmp_path_factory.mktemp("browser_manager")
     port = _free_port()
     log = open(state / "manager.log", "w")
@@ -85,14 +60,6 @@ def manager(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def test_training_tab_starts_watches_and_stops_a_run(manager, browser):

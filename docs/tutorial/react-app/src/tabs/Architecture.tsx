@@ -58,7 +58,7 @@ export function ArchitectureTab() {
         <table className="tbl mono">
           <tbody>
             {Object.entries(p.state_dict_shapes).map(([k, s]) => (
-              <tr key={k}><td>{k}</td><td>{shape(s)}</td></tr>
+              <tr key={k}><td className="code">{k}</td><td>{shape(s)}</td></tr>
             ))}
           </tbody>
         </table>

@@ -13,8 +13,8 @@ export function AscendTab() {
         <Command text="docker build -f Dockerfile.ascend -t minimind-npu ." />
         <table className="tbl mono">
           <tbody>
-            {Object.entries(a.dockerfile_args).map(([k, v]) => <tr key={k}><td>ARG {k}</td><td>{v}</td></tr>)}
-            {Object.entries(a.dockerfile_env).map(([k, v]) => <tr key={k}><td>ENV {k}</td><td>{v}</td></tr>)}
+            {Object.entries(a.dockerfile_args).map(([k, v]) => <tr key={k}><td className="code">ARG {k}</td><td className="code">{v}</td></tr>)}
+            {Object.entries(a.dockerfile_env).map(([k, v]) => <tr key={k}><td className="code">ENV {k}</td><td className="code">{v}</td></tr>)}
           </tbody>
         </table>
         <details><summary>完整 Dockerfile</summary><pre>{a.dockerfile}</pre></details>

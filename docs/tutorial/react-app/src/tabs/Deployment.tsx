@@ -28,7 +28,7 @@ export function DeploymentTab() {
       {Object.entries(facts.deployment.script_flags).map(([script, flags]) => (
         <details className="card" key={script}>
           <summary><Src path={script} /> 的参数</summary>
-          <table className="tbl">
+          <table className="tbl flag-rows">
             <tbody>{flags.map((f) => <tr key={f.flag}><td className="mono">{f.flag}</td><td className="mono">{JSON.stringify(f.default)}</td><td>{f.help}</td></tr>)}</tbody>
           </table>
         </details>

@@ -21,7 +21,7 @@ export function ForwardPassTab() {
         <tbody>
           {tr.rows.map((r) => (
             <tr key={r.module}>
-              <td>{r.module}</td><td>{r.class}</td>
+              <td className="code">{r.module}</td><td>{r.class}</td>
               <td>{shape(r.out_shape)}{r.kv_shape ? ` (Q) · ${shape(r.kv_shape)} (K/V)` : ""}</td>
             </tr>
           ))}

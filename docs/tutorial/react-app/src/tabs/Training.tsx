@@ -44,7 +44,7 @@ export function TrainingTab() {
         </p>
         <details>
           <summary>全部 {s.flags.length} 个参数（本阶段特有或默认值不同的加粗）</summary>
-          <table className="tbl">
+          <table className="tbl flag-rows">
             <thead><tr><th>flag</th><th>默认</th><th>说明</th></tr></thead>
             <tbody>
               {s.flags.map((f) => (
