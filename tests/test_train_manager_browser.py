@@ -6,6 +6,7 @@ built first when dist/ is missing or stale (tests/browser_util.py). Screenshots 
 is set."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -93,6 +94,12 @@ def test_training_tab_starts_watches_and_stops_a_run(manager, browser):
         n1 = int(page.get_attribute("[data-testid=loss-chart]", "data-points"))
         wait_until(page, f"Number(document.querySelector('[data-testid=loss-chart]').dataset.points) > {n1}")
         assert page.locator("[data-testid=loss-chart] path").count() == 1
+        assert re.search(r"· loss \d+\.\d{4} · [\d,]+ tokens/s · ETA ", page.inner_text("[data-testid=run-status]"))
+        # the curve stays inside its half of the run card (a <figure>'s default margins pushed it 40 px out)
+        chart, cell = page.evaluate("() => { const c = document.querySelector('[data-testid=loss-chart]'); "
+                                    "return [c.getBoundingClientRect().right, c.parentElement.getBoundingClientRect()"
+                                    ".right]; }")
+        assert chart <= cell + 0.5, (chart, cell)
         shot(page, "training_running.png")
         page.click("text=停止 / Stop")
         wait_until(page, "document.querySelector('[data-testid=run-status]').innerText.startsWith('stopped')", 30)
@@ -178,6 +185,49 @@ def test_tool_playground_runs_the_loop_against_a_server(manager, browser):
             assert [t["function"]["name"] for t in stub.bodies[0]["tools"]] == \
                 [t["function"]["name"] for t in tool_mocks.MOCK_TOOLS]
             shot(page, "tool_playground.png")
+            assert errors == []
+        finally:
+            page.close()
+
+
+def test_tool_playground_with_the_managers_mcp_server(manager, browser):
+    """Tools from the manager's MCP server (/mcp, with the token from the training tab) instead of the browser
+    mocks: listed, then called by the loop, in Chromium's real fetch."""
+    from scripts import tool_mocks
+    expected = tool_mocks.run_tool("get_weather", {"city": "北京"})
+    with StubModelServer(manager) as stub:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors, mcp_posts = [], []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: mcp_posts.append(r.post_data) if r.url == manager + "/mcp" else None)
+        try:
+            page.goto(manager + "/#training")
+            page.fill("input[aria-label=token]", TOKEN)
+            page.click("text=连接 / Connect")
+            page.wait_for_selector("text=已连接 / connected", timeout=30000)
+            page.click("text=工具测试")
+            page.select_option("select[aria-label='endpoint preset']", "custom")
+            page.fill("input[aria-label='custom endpoint']", f"http://127.0.0.1:{stub.port}/v1")
+            page.fill("input[aria-label=model]", "stub-model")
+            page.select_option("select[aria-label='tool source']", "mcp")
+            deadline = time.time() + 20
+            while len(mcp_posts) < 2 and time.time() < deadline:  # initialize, tools/list
+                page.wait_for_timeout(100)
+            page.wait_for_timeout(300)
+            # a failed listing shows an alert and falls back to the browser mocks
+            assert page.locator("[role=alert]").count() == 0, page.inner_text("[role=alert]")
+            assert page.input_value("select[aria-label='tool source']") == "mcp"
+            page.fill("textarea[aria-label=prompt]", "北京今天天气怎么样？")
+            page.click("text=发送 / Send")
+            page.wait_for_selector("[data-testid=final]", timeout=20000)
+            final = page.inner_text("[data-testid=final]")
+            assert final == f"北京 {expected['temperature']} 度 <img src=x onerror=alert(1)>"
+            assert json.loads(stub.bodies[1]["messages"][-1]["content"]) == expected
+            assert [t["function"]["name"] for t in stub.bodies[0]["tools"]] == ["get_weather", "calculator", "search",
+                                                                                  "get_time"]
+            methods = [json.loads(b)["method"] for b in mcp_posts if b]
+            assert methods == ["initialize", "tools/list", "tools/call"], methods
+            shot(page, "tool_playground_mcp.png")
             assert errors == []
         finally:
             page.close()

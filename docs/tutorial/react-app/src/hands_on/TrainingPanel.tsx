@@ -15,6 +15,7 @@ type Progress = {
 };
 type Devices = { kind: string; count: number; source: string; devices: { index: number; name: string }[] };
 type FileEntry = { name: string; path: string; size_bytes: number };
+type WeightEntry = FileEntry & { hidden_size?: number | null; num_hidden_layers?: number | null; use_moe?: boolean | null };
 
 const MAX_LOG_LINES = 2000; // the page keeps the newest lines only; the full log stays in logs/ on the server
 const LIVE = new Set(["starting", "running", "stopping"]);
@@ -65,7 +66,7 @@ export default function TrainingPanel() {
   const [edits, setEdits] = useState<Record<string, Record<string, string>>>({});
   const [nproc, setNproc] = useState("");
   const [datasets, setDatasets] = useState<FileEntry[]>([]);
-  const [weights, setWeights] = useState<FileEntry[]>([]);
+  const [weights, setWeights] = useState<WeightEntry[]>([]);
   const [runs, setRuns] = useState<Run[]>([]);
   const [viewId, setViewId] = useState<string | null>(null);
   const [current, setCurrent] = useState<Run | null>(null);
@@ -235,7 +236,12 @@ export default function TrainingPanel() {
               <h3>权重 / Weights (out/)</h3>
               {weights.length ? (
                 <table><tbody>
-                  {weights.map((w) => <tr key={w.path}><td><code>{w.path}</code></td><td>{fmtBytes(w.size_bytes)}</td></tr>)}
+                  {weights.map((w) => (
+                    <tr key={w.path}>
+                      <td><code>{w.path}</code></td><td>{fmtBytes(w.size_bytes)}</td>
+                      <td>{w.hidden_size ? `${w.hidden_size}×${w.num_hidden_layers}${w.use_moe ? " MoE" : ""}` : ""}</td>
+                    </tr>
+                  ))}
                 </tbody></table>
               ) : <p className="muted">out/ 里还没有权重 / no weights yet</p>}
             </div>
@@ -275,7 +281,7 @@ export default function TrainingPanel() {
               <p data-testid="run-status">
                 <b className={current.status === "failed" ? "error" : ""}>{current.status}</b> · {current.stage}
                 {prog ? <> · step {prog.step}/{prog.total_steps} ({prog.percent ?? "-"}%) · loss {prog.loss?.toFixed(4)}
-                  · {Math.round(prog.tokens_per_s ?? 0).toLocaleString()} tokens/s · ETA {fmtSeconds(prog.eta_s)}</> : null}
+                  {" · "}{Math.round(prog.tokens_per_s ?? 0).toLocaleString()} tokens/s · ETA {fmtSeconds(prog.eta_s)}</> : null}
                 {current.exit_code !== null && current.exit_code !== undefined ? <> · exit {current.exit_code}</> : null}
                 {current.note ? <span className="muted"> · {current.note}</span> : null}
               </p>
