@@ -142,8 +142,8 @@ class TimelineKVCache:
 
     def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int):
         keys, values = self.keys[layer_idx][:self.rows], self.values[layer_idx][:self.rows]
-        keys.index_copy_(2, self.column, k)
-        values.index_copy_(2, self.column, v)
+        keys.index_copy_(2, self.column, k.to(keys.dtype))  # no-op unless autocast changed the dtype
+        values.index_copy_(2, self.column, v.to(values.dtype))
         return keys[:, :, :self.cols], values[:, :, :self.cols]
 
     def move_rows(self, keep: torch.Tensor, lo: int, hi: int) -> None:
@@ -216,6 +216,8 @@ class BatchDecoder:
         self.max_rows, self.max_len, self.sync_every = max_rows, max_len, max(1, sync_every)
         device = self.device = engine.device
         dtype = next(model.parameters()).dtype
+        if torch.is_autocast_enabled(device.type):  # RL: an fp32 policy decoding under bf16 autocast
+            dtype = torch.get_autocast_dtype(device.type)  # the k/v the layers produce, at half the cache memory
         self.vocab = model.config.vocab_size
         # columns are allocated as needed up to max_len (a server with --max_model_len 32768 must not reserve
         # 32768 columns per row up front); growing drops captured graphs, which point at the old buffers
@@ -389,7 +391,10 @@ class BatchDecoder:
             if target + 1 > length:
                 raise RuntimeError("KV cache full: a row outgrew max_len")  # budgets prevent this
             self.cache.grow(length, n, lo, self.T)
+            # the graphs point at the old buffers; their memory pool dies with the last of them, so a later
+            # capture needs a new pool (reusing the dead handle trips an allocator assert)
             self.graphs.clear()
+            self._graph_pool = None
         if self.T < need:
             if n:
                 self.cache.shift(n, lo, self.T, need - self.T)

@@ -147,3 +147,18 @@ def test_cancel_before_joining_and_capacity_checks():
 def test_buckets():
     assert [_bucket(n, 64) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 4, 8, 64, 64]
     assert _bucket(3, 2048, 64) == 64 and _bucket(300, 2048, 64) == 512
+
+
+def test_fp32_model_decodes_under_bf16_autocast_as_rl_rollouts_do():
+    """RL samples from the fp32 policy inside the trainer's bf16 autocast (on CUDA): the cache then holds what the
+    layers produce (bf16); it used to be allocated fp32 and the first cache write raised a dtype error."""
+    model = tiny_model()
+    prompts, n = [[5, 6, 7, 8, 9], [11, 12, 13]], 8
+    params = SamplingParams(max_new_tokens=n, temperature=0, stop_ids=[])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        engine = Engine(model)
+        rows = engine.generate(prompts, params, num_samples=2)
+        decoder = engine.batch(2, 64)
+        assert decoder.cache.keys[0].dtype == torch.bfloat16
+        expected = [naive_greedy(model, p, n) for p in prompts]
+    assert [r.token_ids for r in rows] == [expected[0], expected[0], expected[1], expected[1]]
