@@ -293,14 +293,15 @@ def test_sampler_shards_global_batches_and_skips():
 # ------------------------------------------------------------------------------------------------------ bad input
 
 @pytest.mark.parametrize("case", ["missing_data", "malformed", "unknown_weight", "batch_too_big", "readonly_out",
-                                  "batch_zero", "accumulation_zero"])
+                                  "batch_zero", "accumulation_zero", "layers_huge"])
 def test_bad_input_gives_clear_error(case, tmp_path, pretrain_data):
     args = ["--data_path", pretrain_data, "--batch_size", 4, "--max_steps", 1, "--save_dir", tmp_path / "out",
             "--checkpoint_dir", tmp_path / "ck"]
     expect = {"missing_data": "not found", "malformed": "invalid JSON", "unknown_weight": "nope_64.pth",
               "batch_too_big": "fewer than one batch", "readonly_out": "not writable",
               "batch_zero": "--batch_size 0: must be at least 1",
-              "accumulation_zero": "--accumulation_steps 0: must be at least 1"}[case]
+              "accumulation_zero": "--accumulation_steps 0: must be at least 1",
+              "layers_huge": "--num_hidden_layers 100000: must be at most 512"}[case]
     if case == "missing_data":
         args[1] = tmp_path / "absent.jsonl"
     elif case == "malformed":
@@ -315,6 +316,8 @@ def test_bad_input_gives_clear_error(case, tmp_path, pretrain_data):
         args[3] = 0
     elif case == "accumulation_zero":
         args += ["--accumulation_steps", 0]
+    elif case == "layers_huge":
+        args += ["--num_hidden_layers", 100000]
     elif case == "readonly_out":
         if os.geteuid() == 0:  # root ignores permission bits; a file where the folder should be fails for anyone
             (tmp_path / "out").write_text("a file, not a folder")

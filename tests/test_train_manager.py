@@ -115,6 +115,8 @@ HOSTILE = [
     ({"stage": "pretrain", "flags": {"device": "cpu; rm -rf /"}}, "only letters"),
     ({"stage": "pretrain", "flags": {"use_moe": 2}}, "choose one of"),
     ({"stage": "pretrain", "flags": {"batch_size": 0}}, "at least"),
+    ({"stage": "pretrain", "flags": {"hidden_size": 99999999999999999999999}}, "at most"),
+    ({"stage": "full_sft", "flags": {"max_steps": 2 ** 80}}, "at most"),
     ({"stage": "pretrain", "flags": ["--save_dir", "/tmp"]}, "JSON object"),
     ({"stage": "tokenizer", "flags": {}}, "unknown stage"),
     ({"stage": "../../scripts/x", "flags": {}}, "unknown stage"),

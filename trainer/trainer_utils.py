@@ -745,12 +745,23 @@ MINIMUM_FLAG_VALUES = {"batch_size": 1, "accumulation_steps": 1, "epochs": 1, "m
                        "learning_rate": 0, "hidden_size": 1, "num_hidden_layers": 1}
 
 
+# flag -> largest value that makes sense for these 26M-145M models; past it a typo would only fail later (out of
+# memory, an overflow deep in torch) or run for ever
+MAXIMUM_FLAG_VALUES = {"batch_size": 65536, "accumulation_steps": 65536, "epochs": 100000, "max_seq_len": 1 << 20,
+                       "hidden_size": 16384, "num_hidden_layers": 512, "num_workers": 1024, "max_steps": 1 << 40,
+                       "log_interval": 1 << 40, "save_interval": 1 << 40, "warmup_steps": 1 << 40}
+
+
 def check_common_args(args) -> None:
     """Refuse values of the shared flags that cannot work, naming the flag (before any model or data is built)."""
     for flag, low in MINIMUM_FLAG_VALUES.items():
         value = getattr(args, flag, None)
         if isinstance(value, (int, float)) and value < low:  # a DeviceDefault is checked once resolved
             raise UserError(f"--{flag} {value}: must be at least {low}")
+    for flag, high in MAXIMUM_FLAG_VALUES.items():
+        value = getattr(args, flag, None)
+        if isinstance(value, (int, float)) and value > high:
+            raise UserError(f"--{flag} {value}: must be at most {high}")
 
 
 def start_stage(args):
