@@ -333,6 +333,16 @@ def test_grpo_script_on_the_bundled_prompts(warm, tmp_path):
     assert torch.load(tmp_path / "grpo_64_resume.pth", weights_only=False)["step"] == 2
 
 
+def test_grpo_under_bf16_autocast_as_on_cuda(warm, tmp_path, capsys):
+    """CUDA trains the fp32 policy under bf16 autocast and samples rollouts inside it; --dtype bfloat16 on the CPU
+    takes the same path (the rollout cache once had the wrong dtype there and the first rollout crashed)."""
+    out = run_in_process(train_grpo, capsys, "--data_path", warm.prompts, "--save_dir", warm.out,
+                         "--checkpoint_dir", tmp_path, "--max_steps", 1, "--num_generations", 2, "--max_gen_len", 6,
+                         "--dtype", "bfloat16", "--save_weight", "grpo_bf16")
+    assert "step 1/1" in out and " gen_tok_s " in out
+    assert (warm.out / "grpo_bf16_64.pth").is_file()
+
+
 def test_ppo_script_saves_actor_and_resumes_with_its_critic(warm, tmp_path, capsys):
     hook = tmp_path / "hooks.py"  # a user's reward on top of the rule reward: never all zero, so V must move
     hook.write_text("def longer_is_better(prompts, responses, **_):\n"
