@@ -6,17 +6,16 @@ external and never builds HTML from strings, and the real server's --cors_origin
 """
 import json
 import re
-import shutil
 import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from browser_util import needs_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "scripts" / "web_tool_test.html"
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 
@@ -171,22 +170,11 @@ def test_server_cors_origins_answers_preflight_before_the_key_gate():
 
 # ------------------------------------------------------------------------------------------------ browser
 
-def _playwright():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        return None
-    return sync_playwright
-
-
-needs_browser = pytest.mark.skipif(CHROMIUM is None or _playwright() is None,
-                                   reason="needs /usr/bin/chromium and the playwright package (CI installs both)")
-
-
 @pytest.fixture(scope="module")
-def browser_page():
-    with StubServer() as stub, _playwright()() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+def browser_page(browser):
+    """A page on the session's one Chromium (conftest.py): a second Playwright instance in the same process
+    fails ("Sync API inside the asyncio loop") once another browser test has started the shared one."""
+    with StubServer() as stub:
         page = browser.new_page()
         errors, requests = [], []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -194,7 +182,7 @@ def browser_page():
         page.goto(PAGE.as_uri())
         page.fill("#endpoint", stub.base_url)
         yield page, stub, errors, requests
-        browser.close()
+        page.close()
 
 
 def wait_until(page, expression: str, timeout: float = 20):
