@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+import torch.fx.experimental._config as fx_config
 
 from .model_minimind import StaticKVCache
 
@@ -109,42 +110,28 @@ class Step:
 class TimelineKVCache:
     """[max_rows, kv_heads, max_len, head_dim] keys and values per layer, written at one shared column per step.
 
-    The model calls `update(k, v, layer)` during a decode forward; `begin(rows, cols, column)` says which rows take
-    part, how many columns attention reads (T + 1 exactly, or a bucket for a CUDA graph) and the write column (a
-    1-element device tensor, so a captured graph reads it at replay).
+    A decode forward reaches it through a `_Window` (the rows and columns that step reads); growing, compacting
+    and shifting happen here, between steps. One spare column past `length` is never used: a window then never
+    spans the whole buffer, so its slices have one layout and one compiled decode step serves every size.
     """
 
     def __init__(self, config, max_rows: int, length: int, device, dtype):
-        shape = (max_rows, config.num_key_value_heads, length, config.head_dim)
+        shape = (max_rows, config.num_key_value_heads, length + 1, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
-        self.rows = self.cols = 0
-        self.column: Optional[torch.Tensor] = None
 
     @property
     def length(self) -> int:
-        return self.keys[0].shape[2]
+        return self.keys[0].shape[2] - 1
 
     def grow(self, length: int, rows: int, lo: int, hi: int) -> None:
         """Reallocate with `length` columns, keeping columns [lo, hi) of the first `rows` rows."""
         def bigger(t):
-            new = t.new_zeros(t.shape[0], t.shape[1], length, t.shape[3])
+            new = t.new_zeros(t.shape[0], t.shape[1], length + 1, t.shape[3])
             new[:rows, :, lo:hi] = t[:rows, :, lo:hi]
             return new
         self.keys = [bigger(t) for t in self.keys]
         self.values = [bigger(t) for t in self.values]
-
-    def begin(self, rows: int, cols: int, column: torch.Tensor) -> None:
-        self.rows, self.cols, self.column = rows, cols, column
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.cols - 1
-
-    def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int):
-        keys, values = self.keys[layer_idx][:self.rows], self.values[layer_idx][:self.rows]
-        keys.index_copy_(2, self.column, k.to(keys.dtype))  # no-op unless autocast changed the dtype
-        values.index_copy_(2, self.column, v.to(values.dtype))
-        return keys[:, :, :self.cols], values[:, :, :self.cols]
 
     def move_rows(self, keep: torch.Tensor, lo: int, hi: int) -> None:
         """Rows `keep` (in order) become rows 0..len(keep)-1; only columns [lo, hi) hold live data."""
@@ -164,7 +151,48 @@ class TimelineKVCache:
             dst[row0:row0 + index.numel(), :, end - width:end] = src.index_select(0, index)[:, :, :width]
 
 
+class _Window:
+    """What one decode forward sees of the cache: rows 0..rows-1, columns 0..cols-1, writing at `column`.
+
+    Built inside `decode_logits`, so under torch.compile `rows` and `cols` are symbolic sizes of its inputs and one
+    compiled graph serves every batch and column bucket. `column` is a 1-element device tensor: a captured CUDA
+    graph reads it at replay.
+    """
+
+    def __init__(self, keys: list, values: list, column: torch.Tensor, rows: int, cols: int):
+        self.keys, self.values, self.column, self.rows, self.cols = keys, values, column, rows, cols
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.cols - 1
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int):
+        keys, values = self.keys[layer_idx][:self.rows], self.values[layer_idx][:self.rows]
+        keys.index_copy_(2, self.column, k.to(keys.dtype))  # no-op unless autocast changed the dtype
+        values.index_copy_(2, self.column, v.to(values.dtype))
+        return keys[:, :, :self.cols], values[:, :, :self.cols]
+
+
+def decode_logits(model, rows: int, cols: int, token: torch.Tensor, pos: torch.Tensor, start: torch.Tensor,
+                  column: torch.Tensor, columns: torch.Tensor, keys: list, values: list) -> torch.Tensor:
+    """One decode forward for rows 0..rows-1 of the per-row buffers: each row's last `token` at position `pos`
+    writes cache column `column` and attends to its columns [start, column] among 0..cols-1 (`columns` is
+    arange(max_len)); returns next-token logits [rows, vocab].
+
+    A plain function of whole buffers and two sizes, so `torch.compile(decode_logits, dynamic=True)` fuses the
+    layers' small ops once for every batch and column size (slices passed in would be views whose base size gets
+    guarded on); the eager path calls it as it is.
+    """
+    token, pos, start, columns = token[:rows], pos[:rows], start[:rows], columns[:cols]
+    window = _Window(keys, values, column, rows, cols)
+    mask = (columns[None, :] >= start[:, None]) & (columns[None, :] <= column)
+    out = model(token[:, None], attention_mask=mask[:, None, None, :], position_ids=pos[:, None],
+                past_key_values=window, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1]
+
+
 PREFILL_TOKENS = 16384  # padded prompt tokens per prefill forward when several prompts join at once
+COMPILE_ON_CUDA = True  # compile the decode step by default on CUDA (MINIMIND_DECODE=graphs / eager override)
+_told_compiling = False
 
 
 def _offsets(chunk: list) -> list:
@@ -252,6 +280,7 @@ class BatchDecoder:
         self.static_shapes = self.use_graphs if static_shapes is None else static_shapes
         self._graph_pool = None
         self._sample_plan = None
+        self.greedy: Optional[torch.Tensor] = None  # [2, rows] tokens and stop flags the decode step computed
 
     # ------------------------------------------------------------------------------------------ adding rows
 
@@ -305,6 +334,19 @@ class BatchDecoder:
 
     def cancel(self, row: int) -> None:
         self.cancelled.add(row)
+
+    def warm_up(self) -> None:
+        """Run a few greedy steps at a batch of 1 and of 2 rows, then forget them: with CUDA graphs this compiles
+        the decode step (one graph serves 1 row, another every larger batch) and captures its first graphs, so
+        a server's first requests do not wait for that. Nothing to do without graphs."""
+        if not self.use_graphs or not self.idle:
+            return
+        params = SamplingParams(max_new_tokens=2, temperature=0, stop_ids=[])
+        for rows in sorted({1, min(2, self.max_rows)}):
+            self.add([[1, 2]] * rows, params)
+            while not self.idle:
+                self.step()
+            self.reset()
 
     # ------------------------------------------------------------------------------------------ stepping
 
@@ -413,10 +455,12 @@ class BatchDecoder:
         b, T = self.pending, self.T
         self.column.fill_(T)
         self.forward_rows.append(b)
+        self.greedy = None
         if self.use_graphs:
-            self.logits = self._graph_forward(b, T)
+            self.logits, self.greedy = self._graph_forward(b, T)
         elif self.static_shapes:
-            self.logits = self._forward(_bucket(b, self.max_rows), _bucket(T + 1, self.cache.length, 64))[:b]
+            logits = self._forward(_bucket(b, self.max_rows), _bucket(T + 1, self.cache.length, 64))
+            self.logits, self.greedy = logits[:b], self._greedy_head(logits)[:, :b]
         else:
             self.logits = self._forward(b, T + 1)
         self.pos[:b] += 1
@@ -424,13 +468,8 @@ class BatchDecoder:
 
     def _forward(self, rows: int, cols: int) -> torch.Tensor:
         """The decode forward for rows 0..rows-1 reading `cols` columns (T + 1, or a graph's bucket)."""
-        self.cache.begin(rows, cols, self.column)
-        cols_ = self.columns[:cols]
-        mask = (cols_[None, :] >= self.start[:rows, None]) & (cols_[None, :] <= self.column)
-        out = self.model(self.token[:rows, None], attention_mask=mask[:, None, None, :],
-                         position_ids=self.pos[:rows, None], past_key_values=self.cache, use_cache=True,
-                         logits_to_keep=1)
-        return out.logits[:, -1]
+        return self.engine.decode_fn(self.model, rows, cols, self.token, self.pos, self.start, self.column,
+                                     self.columns, self.cache.keys, self.cache.values)
 
     def _graph_forward(self, rows: int, T: int) -> torch.Tensor:
         b, cols = _bucket(rows, self.max_rows), _bucket(T + 1, self.cache.length, 64)
@@ -439,16 +478,33 @@ class BatchDecoder:
             try:
                 entry = self.graphs[(b, cols)] = self._capture(b, cols)
             except Exception as e:  # e.g. an op that syncs with the host; decode eagerly from here on
+                torch.cuda.synchronize()
+                if self.engine.compiled:
+                    self.engine.uncompile(e)
+                    return self._graph_forward(rows, T)
                 log.warning("CUDA graph capture failed (%s: %s); decoding without graphs", type(e).__name__, e)
                 self.use_graphs = self.static_shapes = False
-                torch.cuda.synchronize()
-                return self._forward(rows, T + 1)
-        graph, logits = entry
+                return self._forward(rows, T + 1), None
+        graph, logits, greedy = entry
         graph.replay()
-        return logits[:rows]
+        return logits[:rows], greedy[:, :rows]
+
+    def _greedy_head(self, logits: torch.Tensor) -> torch.Tensor:
+        """[2, rows]: greedy next tokens and their stop flags (0/1) for a graph-shaped forward's rows, computed on
+        the device, the tokens already written to `token`. Captured in the graph: an all-greedy batch launches
+        one copy per step besides the replay."""
+        rows = logits.shape[0]
+        token = logits.float().argmax(-1)
+        self.token[:rows] = token
+        return torch.stack((token, self.stop[:rows].gather(1, token[:, None]).squeeze(1).long()))
 
     def _capture(self, rows: int, cols: int) -> tuple:
         """Warm up on a side stream (the same write the replay would do), then capture the decode forward."""
+        global _told_compiling
+        if self.engine.compiled and not _told_compiling:
+            _told_compiling = True
+            log.warning("decode: compiling the decode step (torch.compile), about a minute per batch shape the first "
+                        "time on a machine, then from the disk cache; MINIMIND_DECODE=graphs skips it")
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -460,7 +516,8 @@ class BatchDecoder:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._graph_pool):
             logits = self._forward(rows, cols)
-        return graph, logits
+            greedy = self._greedy_head(logits)
+        return graph, logits, greedy
 
     def _join(self) -> None:
         """Prefill the queued prompts and append their rows after the running ones.
@@ -530,6 +587,7 @@ class BatchDecoder:
         self.starts += starts
         logits = logits[index]
         self.logits = torch.cat([self.logits[:self.pending], logits]) if self.pending else logits
+        self.greedy = None  # the decode step's greedy tokens cover the rows that were running, not the joined ones
         self.pending = len(self.rows)  # everyone now has logits; after sampling, everyone has a token
 
     def _plan(self) -> tuple:
@@ -551,6 +609,13 @@ class BatchDecoder:
         """Sample every row's next token (on the device); returns (tokens, stopped) for the host read."""
         n = len(self.rows)
         draws, penalise, filtered = self._plan()
+        if self.greedy is not None and not draws and not penalise and self.greedy.shape[1] == n:
+            token, stopped = self.greedy.clone()  # every row greedy: the decode step picked and wrote them (a
+            self.greedy = None  # copy: the graph's output buffer is rewritten by the next replay in this chunk)
+            if self.seen is not None:
+                self.seen[torch.arange(n, device=self.device), token] = True
+            return token, stopped
+        self.greedy = None
         logits = self.logits[:n].float()
         if penalise:
             logits = apply_repetition_penalty(logits, self.seen[:n], self.penalty[:n, None])
@@ -615,17 +680,52 @@ class Decoding:
         self.decoder.reset()
 
 
+DECODE_MODES = ("eager", "graphs", "compile")
+
+
+def compile_decode_step(fn=decode_logits):
+    """`fn` compiled once for every batch and column size (dynamic shapes; a batch of 1 gets its own graph).
+
+    Inductor keeps eager's bf16 roundings between the ops it fuses (emulate_precision_casts), so greedy output
+    stays what the eager path gives. Sizes that happen to be equal are not assumed equal (no duck sizing), or a
+    batch of 64 reading 64 columns would compile again. On CUDA it is called only to warm up and capture graphs.
+    """
+    compiled = torch.compile(fn, dynamic=True, fullgraph=True, options={"emulate_precision_casts": True})
+
+    def step(*args):
+        with fx_config.patch(use_duck_shape=False):
+            return compiled(*args)
+    return step
+
+
 class Engine:
     def __init__(self, model, eos_token_id: Optional[int] = None, pad_token_id: int = 0,
-                 cuda_graphs: Optional[bool] = None, sync_every: Optional[int] = None):
-        """`cuda_graphs` / `sync_every` default to on / 8 steps on CUDA (unless MINIMIND_DECODE=eager), else off / 1."""
+                 cuda_graphs: Optional[bool] = None, sync_every: Optional[int] = None,
+                 compile_decode: Optional[bool] = None):
+        """Defaults on CUDA: CUDA graphs on, a host read every 8 steps, the decode step compiled (torch.compile)
+        inside the graphs; elsewhere all off. `MINIMIND_DECODE` in the environment picks instead: `eager` (none of
+        it), `graphs` (graphs without torch.compile) or `compile`."""
         self.model = model
         self.eos_token_id = model.config.eos_token_id if eos_token_id is None else eos_token_id
         self.pad_token_id = pad_token_id
-        fast = self.device.type == "cuda" and os.environ.get("MINIMIND_DECODE", "").lower() != "eager"
+        mode = os.environ.get("MINIMIND_DECODE", "").strip().lower()
+        if mode and mode not in DECODE_MODES:
+            raise ValueError(f"MINIMIND_DECODE={mode!r}: use one of {', '.join(DECODE_MODES)} (or leave it unset)")
+        cuda = self.device.type == "cuda"
+        fast = cuda and mode != "eager"
         self.cuda_graphs = fast if cuda_graphs is None else cuda_graphs
         self.sync_every = (8 if fast else 1) if sync_every is None else sync_every
+        if compile_decode is None:
+            compile_decode = mode == "compile" or (COMPILE_ON_CUDA and fast and mode != "graphs")
+        self.compiled = compile_decode
+        self.decode_fn = compile_decode_step() if compile_decode else decode_logits
         self._decoders: Dict[tuple, BatchDecoder] = {}  # with graphs: kept per shape bucket, graphs and all
+
+    def uncompile(self, error: Exception) -> None:
+        """Go on with the plain decode step after torch.compile failed on it."""
+        log.warning("torch.compile of the decode step failed (%s: %s); decoding without it",
+                    type(error).__name__, error)
+        self.compiled, self.decode_fn = False, decode_logits
 
     @property
     def device(self):

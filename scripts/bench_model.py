@@ -2,7 +2,8 @@
 
 Measures, on the present device (or --device):
   * forward+backward training throughput (tokens/s) of a preset with synthetic tokens, MoE grouped GEMM vs loop;
-  * decoding throughput of the shared Engine with CUDA graphs (its CUDA default), the Engine's eager path
+  * decoding throughput of the shared Engine with CUDA graphs over the torch.compile'd decode step
+    (MINIMIND_DECODE=compile), with CUDA graphs alone (MINIMIND_DECODE=graphs), the Engine's eager path
     (MINIMIND_DECODE=eager: no graphs, a host read per token) and transformers' `model.generate()`;
   * correctness checks in the device's dtype: engine greedy == HF greedy, grouped MoE == looped MoE.
 
@@ -81,12 +82,20 @@ def bench_decode(model, device, batch, prompt_len, new_tokens):
         return torch.randint(3, model.config.vocab_size, (batch, n), device=device)
 
     result = {}
-    for name, engine in (("engine_graphs", Engine(model, cuda_graphs=True)),
-                         ("engine_eager", Engine(model, cuda_graphs=False, sync_every=1))):
-        if name == "engine_graphs" and device.type != "cuda":
+    engines = (("engine_compiled", dict(cuda_graphs=True, compile_decode=True)),
+               ("engine_graphs", dict(cuda_graphs=True, compile_decode=False)),
+               ("engine_eager", dict(cuda_graphs=False, compile_decode=False, sync_every=1)))
+    for name, kw in engines:
+        if name != "engine_eager" and device.type != "cuda":
             continue
-        result[name] = batch * new_tokens / timed(lambda: engine.generate(fresh_prompts().tolist(), params),
-                                                  device, warmup=1, iters=3)
+        engine = Engine(model, **kw)
+        run = lambda: engine.generate(fresh_prompts().tolist(), params)  # noqa: E731
+        if name == "engine_compiled":  # compiling and capturing, apart from the steady speed
+            start = time.perf_counter()
+            run()
+            sync(device)
+            result["engine_compiled_first_call_s"] = time.perf_counter() - start
+        result[name] = batch * new_tokens / timed(run, device, warmup=1, iters=3)
     result["hf_generate"] = batch * new_tokens / timed(
         lambda: model.generate(fresh_prompts(), max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
                                pad_token_id=0, min_new_tokens=new_tokens), device, warmup=1, iters=3)
@@ -94,15 +103,23 @@ def bench_decode(model, device, batch, prompt_len, new_tokens):
 
 
 @torch.inference_mode()
-def check(model, device):
-    """Equalities that the CPU tests prove in fp32, re-checked in the device's dtype."""
+def check(model, device, variants=False):
+    """Equalities that the CPU tests prove in fp32, re-checked in the device's dtype; `variants`: also the
+    compiled and graphs-only engines against eager (on CUDA; each compile costs about a minute)."""
     model.eval()
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [20, 21, 22, 23, 24]]
     params = SamplingParams(max_new_tokens=16, temperature=0, stop_ids=[])
-    got = [c.token_ids for c in Engine(model).generate(prompts, params)]
-    eager = [c.token_ids for c in Engine(model, cuda_graphs=False, sync_every=1).generate(prompts, params)]
+    got = [c.token_ids for c in Engine(model, compile_decode=None if variants else False).generate(prompts, params)]
+    eager = [c.token_ids for c in Engine(model, cuda_graphs=False, compile_decode=False, sync_every=1)
+             .generate(prompts, params)]
     emit(check="engine_default_equals_eager_greedy", rows_equal=sum(a == b for a, b in zip(got, eager)),
          rows=len(prompts), graphs=device.type == "cuda")
+    if device.type == "cuda" and variants:
+        for compiled in (True, False):
+            other = [c.token_ids for c in Engine(model, cuda_graphs=True, compile_decode=compiled)
+                     .generate(prompts, params)]
+            emit(check=f"engine_{'compiled' if compiled else 'graphs'}_equals_eager_greedy",
+                 rows_equal=sum(a == b for a, b in zip(other, eager)), rows=len(prompts))
     same = 0
     for p, g in zip(prompts, got):
         hf = model.generate(torch.tensor([p], device=device), max_new_tokens=16, do_sample=False,
@@ -143,12 +160,14 @@ def main():
                  batch=args.batch_size, seq_len=args.seq_len, moe_grouped_mm=grouped if model.config.use_moe else None,
                  tokens_per_s=round(tps, 1))
         eval_model = model.to(dtype)
-        check(eval_model, device)  # again in the decode dtype (bf16 on CUDA), graphs against eager
+        check(eval_model, device, variants=True)  # again in the decode dtype (bf16 on CUDA), graphs against eager
         for batch in args.decode_batches:
             tps = bench_decode(eval_model, device, batch, 64, args.new_tokens)
-            fastest = tps.get("engine_graphs", tps["engine_eager"])
+            first = tps.pop("engine_compiled_first_call_s", None)
+            fastest = max(v for k, v in tps.items() if k != "hf_generate")
             emit(bench="decode", preset=name, device=str(device), dtype=str(dtype), batch=batch, prompt_len=64,
                  new_tokens=args.new_tokens, **{f"{k}_tokens_per_s": round(v, 1) for k, v in tps.items()},
+                 compiled_first_call_s=None if first is None else round(first, 1),
                  speedup_vs_hf=round(fastest / tps["hf_generate"], 2))
         model = eval_model = None
 

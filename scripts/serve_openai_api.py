@@ -406,8 +406,16 @@ class BatchWorker(threading.Thread):
             else:
                 self.waiting.append(job)
 
-    def run(self) -> None:
+    def prepare(self) -> None:
+        """Make the decoder and, on CUDA, compile and capture its decode step before the first request."""
         self.decoder = self.engine.batch(self.max_batch_size, self.max_model_len)
+        if self.decoder.use_graphs:
+            log.info("warming up the decode step (torch.compile: %s, CUDA graphs)", self.engine.compiled)
+            self.decoder.warm_up()
+
+    def run(self) -> None:
+        if self.decoder is None:
+            self.prepare()
         while not self._stopping:
             if self.decoder.idle and not self.waiting:
                 job = self.inbox.get()  # nothing to do: sleep until a request comes
@@ -623,6 +631,7 @@ class ModelHost:
                 raise UserError(f"--max_model_len {max_len} exceeds the model's max_position_embeddings {limit}")
             engine = Engine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
             self.worker = BatchWorker(engine, self.settings.max_batch_size, max_len)
+            self.worker.prepare()
             self.worker.start()
             self.tokenizer, self.max_model_len = tokenizer, max_len
             self.state = "ready"

@@ -85,13 +85,15 @@ def test_cache_grows_past_its_first_allocation():
     assert out[0] == alone(model, long_prompt, 30) and out[1] == alone(model, [7, 8], 30)
 
 
-def test_per_row_sampling_settings_and_seeds_do_not_depend_on_neighbours():
+@pytest.mark.parametrize("static_shapes", [False, True])  # True: the greedy head of the graph-shaped step
+def test_per_row_sampling_settings_and_seeds_do_not_depend_on_neighbours(static_shapes):
     model = tiny_model()
     seeded = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, top_k=50, seed=7, stop_ids=[])
     ref = Engine(model).generate([[5, 6, 7]], seeded)[0].token_ids
     again = Engine(model).generate([[5, 6, 7]], seeded)[0].token_ids
     assert ref == again
     decoder = Engine(model).batch(max_rows=4, max_len=64)
+    decoder.static_shapes = static_shapes
     greedy = SamplingParams(max_new_tokens=10, temperature=0, stop_ids=[])
     other = SamplingParams(max_new_tokens=10, temperature=1.3, seed=1, stop_ids=[])
     penal = SamplingParams(max_new_tokens=10, temperature=0, stop_ids=[], repetition_penalty=100.0)
@@ -103,11 +105,13 @@ def test_per_row_sampling_settings_and_seeds_do_not_depend_on_neighbours():
     assert len(set(by_prompt[(3, 3)])) == 10
 
 
-def test_stop_ids_per_row_and_rows_leave_at_once():
+@pytest.mark.parametrize("static_shapes", [False, True])
+def test_stop_ids_per_row_and_rows_leave_at_once(static_shapes):
     model = tiny_model()
     free = alone(model, [5, 6, 7], 8)
     stop = free[3]
     decoder = Engine(model).batch(max_rows=2, max_len=32)
+    decoder.static_shapes = static_shapes
     out, reasons, _ = run(decoder, {0: [([5, 6, 7], SamplingParams(max_new_tokens=8, temperature=0,
                                                                    stop_ids=[stop])),
                                         ([5, 6, 7], SamplingParams(max_new_tokens=8, temperature=0, stop_ids=[]))]})
@@ -162,3 +166,41 @@ def test_fp32_model_decodes_under_bf16_autocast_as_rl_rollouts_do():
         assert decoder.cache.keys[0].dtype == torch.bfloat16
         expected = [naive_greedy(model, p, n) for p in prompts]
     assert [r.token_ids for r in rows] == [expected[0], expected[0], expected[1], expected[1]]
+
+
+def test_compiled_decode_step_equals_eager_over_joins_and_buckets():
+    """The decode step CUDA compiles by default (torch.compile, dynamic shapes), run on CPU with graph-shaped
+    buckets: rows joining at different steps and a growing column bucket give the eager path's tokens, and one
+    compiled graph serves the sizes (a recompile per bucket would stall a server at every new batch size)."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_model()
+    g = lambda n: SamplingParams(max_new_tokens=n, temperature=0, stop_ids=[])  # noqa: E731
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15], [16, 17, 18, 19]]
+    joins = lambda: {0: [(prompts[0], g(70))], 2: [(prompts[1], g(5)), (prompts[2], g(9))],  # noqa: E731
+                     6: [(prompts[3], g(7))]}
+    outs = []
+    for compiled in (False, True):
+        engine = Engine(model, compile_decode=compiled)
+        assert engine.compiled is compiled
+        decoder = engine.batch(max_rows=4, max_len=128)
+        decoder.static_shapes = True  # rows 1, 2, 4 and columns 64 then 128: the shapes graphs are captured at
+        out, reasons, _ = run(decoder, joins())
+        outs.append(out)
+    assert outs[1] == outs[0]
+    assert len(outs[0][0]) == 70  # row 0 outlives the 64-column bucket
+    frames = counters["stats"]["unique_graphs"]
+    assert 1 <= frames <= 2, f"{frames} compiled graphs for one decode step (1, plus one for a batch of 1)"
+
+
+def test_decode_mode_from_the_environment(monkeypatch):
+    model = tiny_model()
+    monkeypatch.setenv("MINIMIND_DECODE", "compile")
+    assert Engine(model).compiled
+    monkeypatch.setenv("MINIMIND_DECODE", "graphs")
+    engine = Engine(model)
+    assert not engine.compiled and not engine.cuda_graphs  # graphs are CUDA-only; on CPU nothing changes
+    monkeypatch.setenv("MINIMIND_DECODE", "fast")
+    with pytest.raises(ValueError, match="MINIMIND_DECODE='fast': use one of eager, graphs, compile"):
+        Engine(model)

@@ -3,8 +3,8 @@
 A stage script builds its parser with `build_rl_parser`, then calls `train_rl(trainer, make_rollout, loss_fn)`:
 for every accumulation group of prompt batches it samples responses through the shared `Engine` (each prompt
 prefilled once, G rows decoded from its KV cache), scores them, and takes `iterations` optimizer steps over the
-group's rollouts. The scripts keep their own algorithm: GRPO's group advantages, PPO's critic and GAE, SPO's value tracker, each
-loss; the rewards live in rl_rewards.py.
+group's rollouts. The scripts keep their own algorithm: GRPO's group advantages, PPO's critic and GAE, SPO's value
+tracker, each loss; the rewards live in rl_rewards.py.
 
 Tensor layout of a rollout of N rows: `input_ids` = prompt left-padded to P columns + response right-padded to R
 columns. Every per-token quantity (log-probs, values, advantages, masks) is [N, R] over the response columns.
@@ -150,6 +150,19 @@ class Rollout:
         return int(self.attention_mask.sum())
 
 
+_engine_slot: list = []  # [(policy, Engine)]: the last policy's engine, kept while it has CUDA graphs
+
+
+def rollout_engine(policy, tokenizer) -> Engine:
+    """The decoding engine for `policy`. With CUDA graphs it is kept across rollouts: its decoders' graphs read
+    the weights in place, so optimizer steps need no new capture (and no new torch.compile)."""
+    if _engine_slot and _engine_slot[0][0] is policy:
+        return _engine_slot[0][1]
+    engine = Engine(policy, pad_token_id=tokenizer.pad_token_id)
+    _engine_slot[:] = [(policy, engine)] if engine.cuda_graphs else []
+    return engine
+
+
 def sample_rollout(model, tokenizer, batch: dict, args, num_samples: int, ctx) -> Rollout:
     """Decode `num_samples` responses per prompt with the KV-cached engine, in eval mode, without grad.
 
@@ -163,7 +176,7 @@ def sample_rollout(model, tokenizer, batch: dict, args, num_samples: int, ctx) -
     params = SamplingParams(max_new_tokens=args.max_gen_len, temperature=args.temperature)
     start = time.perf_counter()
     with ctx.autocast():
-        completions = Engine(policy, pad_token_id=tokenizer.pad_token_id).generate(prompts, params, num_samples)
+        completions = rollout_engine(policy, tokenizer).generate(prompts, params, num_samples)
     seconds = time.perf_counter() - start  # the token ids are on the host, so the device is done
     policy.train(was_training)
 
@@ -203,8 +216,8 @@ def response_logprobs(model, rollout: Rollout):
 
     The one place the RL stages get log-probs from (policy with grad, old policy and reference without). It
     calls the model itself (through DDP when wrapped, so gradients synchronise) and keeps only the R + 1 last
-    positions' logits (`logprob_len`): for prompt 66 + response 1536 tokens that is 4% fewer vocab-sized rows than the full
-    sequence. Zeroed padding keeps exp()/ratios of masked positions finite, so no NaN reaches the gradients.
+    positions' logits (`logprob_len`): for prompt 66 + response 1536 tokens that is 4% fewer vocab-sized rows than
+    the full sequence. Zeroed padding keeps exp()/ratios of masked positions finite, so no NaN reaches the gradients.
     """
     out = model(rollout.input_ids, attention_mask=rollout.attention_mask, logprob_len=rollout.response_len)
     return out.token_logprobs * rollout.response_mask, out.aux_loss
