@@ -191,7 +191,7 @@ def decode_logits(model, rows: int, cols: int, token: torch.Tensor, pos: torch.T
 
 
 PREFILL_TOKENS = 16384  # padded prompt tokens per prefill forward when several prompts join at once
-COMPILE_ON_CUDA = True  # compile the decode step by default on CUDA (MINIMIND_DECODE=graphs / eager override)
+COMPILE_ON_CUDA = False  # opt in with MINIMIND_DECODE=compile: 2x at batch 1, but a cold compile takes 1-2.5 min per batch shape
 _told_compiling = False
 
 
