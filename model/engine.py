@@ -18,8 +18,10 @@ checks stay on the device: tokens are copied to the host every `sync_every` step
 decoding of a small model is pure kernel-launch overhead, which is what the graphs remove. Every buffer a graph
 reads is preallocated and updated in place. The tests check greedy output against a naive full forward, against
 `model.generate()`, and the bucketed (graph-shaped) path against the exact-shaped one.
-`MINIMIND_DECODE=eager` in the environment turns both off (no graphs, a host read every step): the plain path,
-for comparisons and for debugging a graph problem.
+The graph also holds the greedy pick and stop check, so an all-greedy batch launches almost nothing else per step.
+`MINIMIND_DECODE=compile` captures the torch.compile'd decode step instead (layers' small ops fused: about 2x at batch
+1; opt-in for its compile time). `MINIMIND_DECODE=eager` turns graphs and chunked reads off (a host read every step):
+the plain path, for comparisons and for debugging a graph problem.
 """
 import logging
 import os
@@ -191,7 +193,9 @@ def decode_logits(model, rows: int, cols: int, token: torch.Tensor, pos: torch.T
 
 
 PREFILL_TOKENS = 16384  # padded prompt tokens per prefill forward when several prompts join at once
-COMPILE_ON_CUDA = False  # opt in with MINIMIND_DECODE=compile: 2x at batch 1, but a cold compile takes 1-2.5 min per batch shape
+# torch.compile of the decode step: opt-in (MINIMIND_DECODE=compile). It doubles batch-1 speed on an H200, but a cold
+# compile took 55 s (26M) to 147 s (104M) per batch shape there, too long to impose on a chat's first reply
+COMPILE_ON_CUDA = False
 _told_compiling = False
 
 
@@ -338,8 +342,8 @@ class BatchDecoder:
     def warm_up(self) -> None:
         """Run a few greedy steps at a batch of 1 and of 2 rows, then forget them: with CUDA graphs this compiles
         the decode step (one graph serves 1 row, another every larger batch) and captures its first graphs, so
-        a server's first requests do not wait for that. Nothing to do without graphs."""
-        if not self.use_graphs or not self.idle:
+        a server's first requests do not wait for that. Nothing to do without graph-shaped steps."""
+        if not (self.use_graphs or self.static_shapes) or not self.idle:
             return
         params = SamplingParams(max_new_tokens=2, temperature=0, stop_ids=[])
         for rows in sorted({1, min(2, self.max_rows)}):
@@ -702,9 +706,9 @@ class Engine:
     def __init__(self, model, eos_token_id: Optional[int] = None, pad_token_id: int = 0,
                  cuda_graphs: Optional[bool] = None, sync_every: Optional[int] = None,
                  compile_decode: Optional[bool] = None):
-        """Defaults on CUDA: CUDA graphs on, a host read every 8 steps, the decode step compiled (torch.compile)
-        inside the graphs; elsewhere all off. `MINIMIND_DECODE` in the environment picks instead: `eager` (none of
-        it), `graphs` (graphs without torch.compile) or `compile`."""
+        """Defaults on CUDA: CUDA graphs on and a host read every 8 steps; elsewhere both off. `MINIMIND_DECODE` in
+        the environment picks instead: `eager` (none of it), `graphs` (the CUDA default) or `compile` (the decode
+        step torch.compile'd inside the graphs). The arguments win over both."""
         self.model = model
         self.eos_token_id = model.config.eos_token_id if eos_token_id is None else eos_token_id
         self.pad_token_id = pad_token_id

@@ -204,3 +204,16 @@ def test_decode_mode_from_the_environment(monkeypatch):
     monkeypatch.setenv("MINIMIND_DECODE", "fast")
     with pytest.raises(ValueError, match="MINIMIND_DECODE='fast': use one of eager, graphs, compile"):
         Engine(model)
+
+
+def test_warm_up_leaves_nothing_behind():
+    """The server warms the decoder up before its first request (graph capture, compile): afterwards the decoder
+    is empty, row ids start at 0 and the first real request decodes as on a fresh decoder."""
+    model = tiny_model()
+    g = SamplingParams(max_new_tokens=6, temperature=0, stop_ids=[])
+    decoder = Engine(model).batch(max_rows=4, max_len=64)
+    decoder.static_shapes = True  # the graph-shaped steps warm_up runs on CUDA
+    decoder.warm_up()
+    assert decoder.idle and decoder.free_rows == 4 and decoder.T == 0
+    out, reasons, _ = run(decoder, {0: [([5, 6, 7], g)]})
+    assert out == {0: alone(model, [5, 6, 7], 6)} and reasons == {0: "length"}
