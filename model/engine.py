@@ -20,8 +20,9 @@ reads is preallocated and updated in place. The tests check greedy output agains
 `model.generate()`, and the bucketed (graph-shaped) path against the exact-shaped one.
 The graph also holds the greedy pick and stop check, so an all-greedy batch launches almost nothing else per step.
 `MINIMIND_DECODE=compile` captures the torch.compile'd decode step instead (layers' small ops fused: about 2x at batch
-1; opt-in for its compile time). `MINIMIND_DECODE=eager` turns graphs and chunked reads off (a host read every step):
-the plain path, for comparisons and for debugging a graph problem.
+1; opt-in for its compile time). Accelerators also stack each layer's q/k/v and gate/up weights (StackedProjections):
+two matmuls per layer instead of five. `MINIMIND_DECODE=eager` turns graphs, stacking and chunked reads off (a host
+read every step): the plain path, for comparisons and for debugging a graph problem.
 """
 import logging
 import os
@@ -153,16 +154,81 @@ class TimelineKVCache:
             dst[row0:row0 + index.numel(), :, end - width:end] = src.index_select(0, index)[:, :, :width]
 
 
+class StackedProjections:
+    """A dense model's q/k/v weights and gate/up weights stacked per layer: the decode step then runs two matmuls
+    per layer where the modules run five. At batch 1 each matmul is a kernel whose launch and ramp-up cost more
+    than its arithmetic (a 26M model's weights stream in about 15 us on an H200).
+
+    The stacks are copies. `refresh()` copies again, in place (captured CUDA graphs keep their addresses), any
+    layer whose weights changed since: RL trains the policy between rollouts, and a load_state_dict replaces them.
+    `of(model)` returns None where stacking would bypass something, so the modules' own forward runs: MoE
+    feed-forwards keep theirs, and a LoRA-wrapped or hooked projection disables stacking altogether.
+    """
+
+    def __init__(self, attn_sources: list, mlp_sources: list):
+        self.sources = attn_sources + mlp_sources
+        self.qkv_weights = [self._stack(ws) for ws in attn_sources]
+        self.gate_up_weights = [self._stack(ws) for ws in mlp_sources] if mlp_sources else None
+        self.stacks = self.qkv_weights + (self.gate_up_weights or [])
+        self.seen = [self._stamp(ws) for ws in self.sources]
+
+    @staticmethod
+    def of(model) -> Optional["StackedProjections"]:
+        from .model_minimind import FeedForward, MiniMindBlock
+        blocks = sorted((m for m in model.modules() if isinstance(m, MiniMindBlock)),
+                        key=lambda m: m.self_attn.layer_idx)
+
+        def plain(module) -> bool:  # exactly nn.Linear without bias or hooks: its forward is F.linear(x, weight)
+            return (type(module) is torch.nn.Linear and module.bias is None and not module._forward_hooks
+                    and not module._forward_pre_hooks)
+
+        attn = [[b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj] for b in blocks]
+        dense = all(type(b.mlp) is FeedForward for b in blocks)
+        mlp = [[b.mlp.gate_proj, b.mlp.up_proj] for b in blocks] if dense else []
+        if not blocks or not all(plain(m) for group in attn + mlp for m in group) or \
+                [b.self_attn.layer_idx for b in blocks] != list(range(len(blocks))):
+            return None
+        if dense and any(b.mlp.down_proj._forward_hooks or b.mlp.down_proj._forward_pre_hooks for b in blocks):
+            mlp = []
+        return StackedProjections([[m.weight for m in g] for g in attn], [[m.weight for m in g] for g in mlp])
+
+    @staticmethod
+    def _stamp(weights: list) -> tuple:
+        return tuple((w._version, w.data_ptr(), w.dtype) for w in weights)
+
+    @staticmethod
+    @torch.no_grad()
+    def _stack(weights: list) -> torch.Tensor:
+        return torch.cat([w.detach() for w in weights])
+
+    @torch.no_grad()
+    def refresh(self) -> int:
+        """Re-copy the layers whose weights changed; returns how many stacks were copied."""
+        copied = 0
+        for i, weights in enumerate(self.sources):
+            stamp = self._stamp(weights)
+            if stamp != self.seen[i]:
+                if self.stacks[i].dtype != weights[0].dtype:
+                    raise RuntimeError("the model's weights changed dtype under a running engine; make a new Engine")
+                torch.cat([w.detach() for w in weights], out=self.stacks[i])
+                self.seen[i] = stamp
+                copied += 1
+        return copied
+
+
 class _Window:
-    """What one decode forward sees of the cache: rows 0..rows-1, columns 0..cols-1, writing at `column`.
+    """What one decode forward sees of the cache: rows 0..rows-1, columns 0..cols-1, writing at `column`; and the
+    stacked projection weights the layers use instead of their separate ones (None: the modules' own).
 
     Built inside `decode_logits`, so under torch.compile `rows` and `cols` are symbolic sizes of its inputs and one
     compiled graph serves every batch and column bucket. `column` is a 1-element device tensor: a captured CUDA
     graph reads it at replay.
     """
 
-    def __init__(self, keys: list, values: list, column: torch.Tensor, rows: int, cols: int):
+    def __init__(self, keys: list, values: list, column: torch.Tensor, rows: int, cols: int,
+                 qkv_weights: Optional[list] = None, gate_up_weights: Optional[list] = None):
         self.keys, self.values, self.column, self.rows, self.cols = keys, values, column, rows, cols
+        self.qkv_weights, self.gate_up_weights = qkv_weights, gate_up_weights
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.cols - 1
@@ -175,17 +241,19 @@ class _Window:
 
 
 def decode_logits(model, rows: int, cols: int, token: torch.Tensor, pos: torch.Tensor, start: torch.Tensor,
-                  column: torch.Tensor, columns: torch.Tensor, keys: list, values: list) -> torch.Tensor:
+                  column: torch.Tensor, columns: torch.Tensor, keys: list, values: list,
+                  qkv_weights: Optional[list] = None, gate_up_weights: Optional[list] = None) -> torch.Tensor:
     """One decode forward for rows 0..rows-1 of the per-row buffers: each row's last `token` at position `pos`
     writes cache column `column` and attends to its columns [start, column] among 0..cols-1 (`columns` is
-    arange(max_len)); returns next-token logits [rows, vocab].
+    arange(max_len)); returns next-token logits [rows, vocab]. `qkv_weights` / `gate_up_weights`: a
+    `StackedProjections`' lists, or None.
 
     A plain function of whole buffers and two sizes, so `torch.compile(decode_logits, dynamic=True)` fuses the
     layers' small ops once for every batch and column size (slices passed in would be views whose base size gets
     guarded on); the eager path calls it as it is.
     """
     token, pos, start, columns = token[:rows], pos[:rows], start[:rows], columns[:cols]
-    window = _Window(keys, values, column, rows, cols)
+    window = _Window(keys, values, column, rows, cols, qkv_weights, gate_up_weights)
     mask = (columns[None, :] >= start[:, None]) & (columns[None, :] <= column)
     out = model(token[:, None], attention_mask=mask[:, None, None, :], position_ids=pos[:, None],
                 past_key_values=window, use_cache=True, logits_to_keep=1)
@@ -316,6 +384,8 @@ class BatchDecoder:
             num_samples: int = 1) -> List[int]:
         """Queue prompts (num_samples rows each) to join at the next step; returns their row ids."""
         params = params or SamplingParams()
+        if self.engine.stacked is not None:
+            self.engine.stacked.refresh()  # the weights may have been trained since the last add
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         n = len(prompts) * num_samples
@@ -472,8 +542,10 @@ class BatchDecoder:
 
     def _forward(self, rows: int, cols: int) -> torch.Tensor:
         """The decode forward for rows 0..rows-1 reading `cols` columns (T + 1, or a graph's bucket)."""
+        stacked = self.engine.stacked
         return self.engine.decode_fn(self.model, rows, cols, self.token, self.pos, self.start, self.column,
-                                     self.columns, self.cache.keys, self.cache.values)
+                                     self.columns, self.cache.keys, self.cache.values,
+                                     *((stacked.qkv_weights, stacked.gate_up_weights) if stacked else ()))
 
     def _graph_forward(self, rows: int, T: int) -> torch.Tensor:
         b, cols = _bucket(rows, self.max_rows), _bucket(T + 1, self.cache.length, 64)
@@ -705,10 +777,12 @@ def compile_decode_step(fn=decode_logits):
 class Engine:
     def __init__(self, model, eos_token_id: Optional[int] = None, pad_token_id: int = 0,
                  cuda_graphs: Optional[bool] = None, sync_every: Optional[int] = None,
-                 compile_decode: Optional[bool] = None):
+                 compile_decode: Optional[bool] = None, stack_projections: Optional[bool] = None):
         """Defaults on CUDA: CUDA graphs on and a host read every 8 steps; elsewhere both off. `MINIMIND_DECODE` in
         the environment picks instead: `eager` (none of it), `graphs` (the CUDA default) or `compile` (the decode
-        step torch.compile'd inside the graphs). The arguments win over both."""
+        step torch.compile'd inside the graphs). The arguments win over both. `stack_projections` (default: on
+        CUDA and NPU, off with MINIMIND_DECODE=eager) decodes with `StackedProjections`, a copy of the attention
+        and feed-forward input weights."""
         self.model = model
         self.eos_token_id = model.config.eos_token_id if eos_token_id is None else eos_token_id
         self.pad_token_id = pad_token_id
@@ -723,6 +797,9 @@ class Engine:
             compile_decode = mode == "compile" or (COMPILE_ON_CUDA and fast and mode != "graphs")
         self.compiled = compile_decode
         self.decode_fn = compile_decode_step() if compile_decode else decode_logits
+        if stack_projections is None:
+            stack_projections = self.device.type in ("cuda", "npu") and mode != "eager"
+        self.stacked = StackedProjections.of(model) if stack_projections else None
         self._decoders: Dict[tuple, BatchDecoder] = {}  # with graphs: kept per shape bucket, graphs and all
 
     def uncompile(self, error: Exception) -> None:

@@ -256,9 +256,15 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask, past_key_values=None):
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        qkv = getattr(past_key_values, "qkv_weights", None)  # the engine's decode step: one matmul for all three
+        if qkv is not None:
+            kv_width = self.n_kv_heads * self.head_dim
+            q, k, v = F.linear(x, qkv[self.layer_idx]).split([self.n_heads * self.head_dim, kv_width, kv_width], -1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, k, cos, sin)
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx)
@@ -323,7 +329,11 @@ class FeedForward(nn.Module):
         if config.hidden_act != "silu":
             raise ValueError(f"hidden_act {config.hidden_act!r} is not supported; MiniMind uses 'silu'")
 
-    def forward(self, x):
+    def forward(self, x, gate_up: Optional[torch.Tensor] = None):
+        """`gate_up`: gate and up weights stacked [2 * intermediate, hidden] (the engine's decode step), one matmul."""
+        if gate_up is not None:
+            gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+            return self.dropout(self.down_proj(F.silu(gate) * up))
         fused = npu_op(x, "npu_swiglu")
         if fused is not None:  # gate and up as one matmul, then silu(first half) * second half in one kernel
             gate_up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight]))
@@ -448,7 +458,11 @@ class MiniMindBlock(GradientCheckpointingLayer):
 
     def forward(self, x, cos, sin, mask=None, past_key_values=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, past_key_values)
-        out = self.mlp(self.post_attention_layernorm(x))
+        gate_up = getattr(past_key_values, "gate_up_weights", None)
+        if gate_up is not None:
+            out = self.mlp(self.post_attention_layernorm(x), gate_up[self.self_attn.layer_idx])
+        else:
+            out = self.mlp(self.post_attention_layernorm(x))
         out, aux = out if isinstance(out, tuple) else (out, None)
         return x + out, aux
 

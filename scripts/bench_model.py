@@ -71,8 +71,9 @@ def bench_train(model, device, dtype, batch, seq, grouped):
     return batch * seq / seconds
 
 
-def bench_decode(model, device, batch, prompt_len, new_tokens):
-    """tokens/s of the engine with CUDA graphs (the default on CUDA), the engine's eager path, and HF generate."""
+def bench_decode(model, device, batch, prompt_len, new_tokens, unstacked=False):
+    """tokens/s of the engine with CUDA graphs over the compiled step, with graphs alone (the default on CUDA), the
+    engine's eager path, and HF generate; `unstacked`: also both graph engines without StackedProjections."""
     model.eval()
     params = SamplingParams(max_new_tokens=new_tokens, temperature=0, stop_ids=[])
     calls = iter(range(1000))
@@ -84,17 +85,20 @@ def bench_decode(model, device, batch, prompt_len, new_tokens):
     result = {}
     engines = (("engine_compiled", dict(cuda_graphs=True, compile_decode=True)),
                ("engine_graphs", dict(cuda_graphs=True, compile_decode=False)),
-               ("engine_eager", dict(cuda_graphs=False, compile_decode=False, sync_every=1)))
+               ("engine_eager", dict(cuda_graphs=False, compile_decode=False, sync_every=1,
+                                     stack_projections=False)))
+    if unstacked:
+        engines += tuple((f"{name}_unstacked", dict(kw, stack_projections=False)) for name, kw in engines[:2])
     for name, kw in engines:
         if name != "engine_eager" and device.type != "cuda":
             continue
         engine = Engine(model, **kw)
         run = lambda: engine.generate(fresh_prompts().tolist(), params)  # noqa: E731
-        if name == "engine_compiled":  # compiling and capturing, apart from the steady speed
+        if name.startswith("engine_compiled"):  # compiling and capturing, apart from the steady speed
             start = time.perf_counter()
             run()
             sync(device)
-            result["engine_compiled_first_call_s"] = time.perf_counter() - start
+            result[f"{name}_first_call_s"] = time.perf_counter() - start
         result[name] = batch * new_tokens / timed(run, device, warmup=1, iters=3)
     result["hf_generate"] = batch * new_tokens / timed(
         lambda: model.generate(fresh_prompts(), max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
@@ -115,11 +119,11 @@ def check(model, device, variants=False):
     emit(check="engine_default_equals_eager_greedy", rows_equal=sum(a == b for a, b in zip(got, eager)),
          rows=len(prompts), graphs=device.type == "cuda")
     if device.type == "cuda" and variants:
-        for compiled in (True, False):
-            other = [c.token_ids for c in Engine(model, cuda_graphs=True, compile_decode=compiled)
-                     .generate(prompts, params)]
-            emit(check=f"engine_{'compiled' if compiled else 'graphs'}_equals_eager_greedy",
-                 rows_equal=sum(a == b for a, b in zip(other, eager)), rows=len(prompts))
+        for compiled, stacked in ((True, True), (False, True), (False, False)):
+            other = [c.token_ids for c in Engine(model, cuda_graphs=True, compile_decode=compiled,
+                                                 stack_projections=stacked).generate(prompts, params)]
+            emit(check=f"engine_{'compiled' if compiled else 'graphs'}{'' if stacked else '_unstacked'}"
+                       f"_equals_eager_greedy", rows_equal=sum(a == b for a, b in zip(other, eager)), rows=len(prompts))
     same = 0
     for p, g in zip(prompts, got):
         hf = model.generate(torch.tensor([p], device=device), max_new_tokens=16, do_sample=False,
@@ -146,6 +150,8 @@ def main():
     parser.add_argument("--decode_batches", type=int, nargs="+", default=[1, 16, 64], help="decode batch sizes")
     parser.add_argument("--new_tokens", type=int, default=128, help="tokens generated per row")
     parser.add_argument("--skip_train", action="store_true", help="decoding only")
+    parser.add_argument("--unstacked", action="store_true",
+                        help="also decode without stacked q/k/v and gate/up matmuls (what StackedProjections buys)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -162,12 +168,14 @@ def main():
         eval_model = model.to(dtype)
         check(eval_model, device, variants=True)  # again in the decode dtype (bf16 on CUDA), graphs against eager
         for batch in args.decode_batches:
-            tps = bench_decode(eval_model, device, batch, 64, args.new_tokens)
+            tps = bench_decode(eval_model, device, batch, 64, args.new_tokens, args.unstacked)
             first = tps.pop("engine_compiled_first_call_s", None)
+            first_unstacked = tps.pop("engine_compiled_unstacked_first_call_s", None)
             fastest = max(v for k, v in tps.items() if k != "hf_generate")
             emit(bench="decode", preset=name, device=str(device), dtype=str(dtype), batch=batch, prompt_len=64,
                  new_tokens=args.new_tokens, **{f"{k}_tokens_per_s": round(v, 1) for k, v in tps.items()},
                  compiled_first_call_s=None if first is None else round(first, 1),
+                 **({} if first_unstacked is None else {"compiled_unstacked_first_call_s": round(first_unstacked, 1)}),
                  speedup_vs_hf=round(fastest / tps["hf_generate"], 2))
         model = eval_model = None
 

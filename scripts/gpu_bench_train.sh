@@ -4,7 +4,8 @@
 #   1. env: torch / CUDA / transformers / numpy versions, GPU name
 #   2. python trainer/train_pretrain.py with its defaults (demo data), 8 epochs so epoch boundaries are crossed:
 #      steady tokens/s from its own log, wall-clock average, recompiles after warm-up
-#   3. python trainer/train_full_sft.py with its defaults, from step 2's weights (2 epochs)
+#   3. python trainer/train_full_sft.py with its defaults, from step 2's weights (2 epochs); part sft_minimind: at
+#      MiniMind's flags (eager, batch 16, 8 workers)
 #   4. scripts/bench_train.py --compare-defaults --measure_peak: MiniMind's flags / our defaults / best settings,
 #      tokens/s, MFU (datasheet and measured peak), peak memory, recompiles; 512/8 all three, 768/16 and MoE 640/8
 #      MiniMind's flags and best
@@ -45,7 +46,7 @@ step() {  # step NAME TIMEOUT_S CMD...: JSON lines of CMD to $J, its log to $OUT
     echo "$name: rc $rc, $((SECONDS - t0)) s" >&2
 }
 
-PARTS=" ${PARTS:-e2e small base_moe} "
+PARTS=" ${PARTS:-e2e sft_minimind small base_moe} "
 part() { [[ "$PARTS" == *" $1 "* ]]; }
 step env 60 $PY -c 'import json, torch, transformers, numpy
 cuda = torch.cuda.is_available()
@@ -54,15 +55,21 @@ print(json.dumps({"bench": "env", "torch": torch.__version__, "cuda": torch.vers
                   "gpu": torch.cuda.get_device_name(0) if cuda else None,
                   "capability": torch.cuda.get_device_capability(0) if cuda else None}))'
 part e2e && step pretrain_defaults 200 $PY scripts/bench_train.py --e2e pretrain -- "${SIZE[@]}" "${DEV[@]}" "${RUN[@]}" "${COMMON[@]}"
-part e2e && step full_sft_defaults 150 $PY scripts/bench_train.py --e2e full_sft -- "${SIZE[@]}" "${DEV[@]}" "${SFT[@]}" "${COMMON[@]}"
+# full_sft from step 2's weights when it ran, else from random weights (the speed is the same)
+sft_from() { [ -f "$WORK/out/pretrain_${SIZE[1]:-512}.pth" ] && echo pretrain || echo none; }
+part e2e && step full_sft_defaults 150 $PY scripts/bench_train.py --e2e full_sft -- "${SIZE[@]}" "${DEV[@]}" "${SFT[@]}" \
+    "${COMMON[@]}" --from_weight "$(sft_from)"
+# MiniMind's SFT at its own flags: eager (no torch.compile), batch 16, its 8 loader workers; our loop otherwise
+part sft_minimind && step full_sft_minimind_flags 150 $PY scripts/bench_train.py --e2e full_sft -- "${SIZE[@]}" \
+    "${DEV[@]}" "${SFT[@]}" "${COMMON[@]}" --from_weight "$(sft_from)" --use_compile 0 --batch_size 16 --num_workers 8
 part small && step compare_small 200 $PY scripts/bench_train.py --compare-defaults --measure_peak --preset "${PRESETS_ALL[@]}" \
     --steps "$STEPS" "${DEV[@]}"
 if [ ${#PRESETS_TWO[@]} -gt 0 ] && part base_moe; then
-    step compare_base_moe 300 $PY scripts/bench_train.py --compare-defaults --configs minimind best \
+    step compare_base_moe ${BASE_MOE_LIMIT:-300} $PY scripts/bench_train.py --compare-defaults --configs minimind best \
         --preset "${PRESETS_TWO[@]}" --steps "$STEPS" "${DEV[@]}"
 fi
 if [ -n "${CUDAGRAPHS:-}" ]; then
     MINIMIND_COMPILE_MODE=reduce-overhead step full_sft_cudagraphs 150 $PY scripts/bench_train.py --e2e full_sft -- \
-        "${SIZE[@]}" "${DEV[@]}" "${SFT[@]}" "${COMMON[@]}"
+        "${SIZE[@]}" "${DEV[@]}" "${SFT[@]}" "${COMMON[@]}" --from_weight "$(sft_from)"
 fi
 echo "results: $J" >&2

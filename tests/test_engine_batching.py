@@ -181,8 +181,8 @@ def test_compiled_decode_step_equals_eager_over_joins_and_buckets():
     joins = lambda: {0: [(prompts[0], g(70))], 2: [(prompts[1], g(5)), (prompts[2], g(9))],  # noqa: E731
                      6: [(prompts[3], g(7))]}
     outs = []
-    for compiled in (False, True):
-        engine = Engine(model, compile_decode=compiled)
+    for compiled in (False, True):  # compiled with the stacked projections an accelerator decodes with
+        engine = Engine(model, compile_decode=compiled, stack_projections=compiled)
         assert engine.compiled is compiled
         decoder = engine.batch(max_rows=4, max_len=128)
         decoder.static_shapes = True  # rows 1, 2, 4 and columns 64 then 128: the shapes graphs are captured at
@@ -217,3 +217,64 @@ def test_warm_up_leaves_nothing_behind():
     assert decoder.idle and decoder.free_rows == 4 and decoder.T == 0
     out, reasons, _ = run(decoder, {0: [([5, 6, 7], g)]})
     assert out == {0: alone(model, [5, 6, 7], 6)} and reasons == {0: "length"}
+
+
+def test_stacked_projections_decode_as_the_separate_modules_do():
+    """Accelerators decode with q/k/v and gate/up stacked into one matmul each (StackedProjections): over rows that
+    join at different steps and graph-shaped buckets, the tokens are those of the modules' own forward."""
+    model = tiny_model()
+    g = lambda n: SamplingParams(max_new_tokens=n, temperature=0, stop_ids=[])  # noqa: E731
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15], [16, 17, 18, 19]]
+    joins = lambda: {0: [(prompts[0], g(12))], 2: [(prompts[1], g(5)), (prompts[2], g(9))],  # noqa: E731
+                     6: [(prompts[3], g(7))]}
+    outs = []
+    for stacked in (False, True):
+        engine = Engine(model, stack_projections=stacked)
+        assert (engine.stacked is not None) is stacked
+        decoder = engine.batch(max_rows=4, max_len=64)
+        decoder.static_shapes = True
+        outs.append(run(decoder, joins())[0])
+    assert outs[1] == outs[0]
+    assert outs[1][0] == naive_greedy(model, prompts[0], 12)
+    assert Engine(model).stacked is None  # CPU default: no second copy of the weights
+
+
+def test_stacked_projections_follow_weight_updates():
+    """RL trains the policy between rollouts with one engine: the stacked copies are refreshed from the changed
+    weights (in place, so captured graphs stay valid), by an optimizer step or a load_state_dict alike."""
+    model = tiny_model()
+    prompt, n = [5, 6, 7, 8], 10
+    params = SamplingParams(max_new_tokens=n, temperature=0, stop_ids=[])
+    engine = Engine(model, stack_projections=True)
+    before = engine.generate([prompt], params)[0].token_ids
+    stacks = [t.data_ptr() for t in engine.stacked.stacks]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    torch.manual_seed(1)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 0.1
+    optimizer.step()
+    after = engine.generate([prompt], params)[0].token_ids
+    assert after == naive_greedy(model, prompt, n) and after != before
+    assert [t.data_ptr() for t in engine.stacked.stacks] == stacks
+    assert engine.stacked.refresh() == 0  # nothing changed since
+    model.load_state_dict(tiny_model(seed=3).state_dict())
+    assert engine.generate([prompt], params)[0].token_ids == naive_greedy(model, prompt, n)
+
+
+def test_stacking_is_off_where_it_would_bypass_the_modules():
+    """A LoRA adapter or a forward hook on a projection would be skipped by a stacked matmul, so the engine uses the
+    modules; an MoE model stacks q/k/v only (its experts keep their routed forward) and decodes as unstacked."""
+    from model.model_lora import apply_lora
+    model = tiny_model()
+    hook = model.model.layers[1].mlp.up_proj.register_forward_hook(lambda m, i, o: o)
+    assert Engine(model, stack_projections=True).stacked is None
+    hook.remove()
+    assert Engine(model, stack_projections=True).stacked is not None
+    assert Engine(apply_lora(tiny_model(), rank=4), stack_projections=True).stacked is None
+    moe = tiny_model(use_moe=True)
+    engine = Engine(moe, stack_projections=True)
+    assert engine.stacked.gate_up_weights is None and len(engine.stacked.qkv_weights) == moe.config.num_hidden_layers
+    params = SamplingParams(max_new_tokens=8, temperature=0, stop_ids=[])
+    prompts = [[5, 6, 7], [9, 10]]
+    assert [r.token_ids for r in engine.generate(prompts, params)] == \
+        [r.token_ids for r in Engine(moe, stack_projections=False).generate(prompts, params)]
