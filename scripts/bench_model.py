@@ -150,6 +150,8 @@ def main():
     parser.add_argument("--decode_batches", type=int, nargs="+", default=[1, 16, 64], help="decode batch sizes")
     parser.add_argument("--new_tokens", type=int, default=128, help="tokens generated per row")
     parser.add_argument("--skip_train", action="store_true", help="decoding only")
+    parser.add_argument("--default_check_only", action="store_true",
+                        help="bf16 checks of the default engine only, not of each variant (each compile costs minutes)")
     parser.add_argument("--unstacked", action="store_true",
                         help="also decode without stacked q/k/v and gate/up matmuls (what StackedProjections buys)")
     args = parser.parse_args()
@@ -166,7 +168,8 @@ def main():
                  batch=args.batch_size, seq_len=args.seq_len, moe_grouped_mm=grouped if model.config.use_moe else None,
                  tokens_per_s=round(tps, 1))
         eval_model = model.to(dtype)
-        check(eval_model, device, variants=True)  # again in the decode dtype (bf16 on CUDA), graphs against eager
+        # again in the decode dtype (bf16 on CUDA), graphs against eager
+        check(eval_model, device, variants=not args.default_check_only)
         for batch in args.decode_batches:
             tps = bench_decode(eval_model, device, batch, 64, args.new_tokens, args.unstacked)
             first = tps.pop("engine_compiled_first_call_s", None)

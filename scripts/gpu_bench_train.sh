@@ -9,10 +9,10 @@
 #   4. scripts/bench_train.py --compare-defaults --measure_peak: MiniMind's flags / our defaults / best settings,
 #      tokens/s, MFU (datasheet and measured peak), peak memory, recompiles; 512/8 all three, 768/16 and MoE 640/8
 #      MiniMind's flags and best
-#   (5. only with CUDAGRAPHS=1: full_sft again with MINIMIND_COMPILE_MODE=reduce-overhead)
+#   (3b. only with CUDAGRAPHS=1: full_sft again with MINIMIND_COMPILE_MODE=reduce-overhead)
 #
 #   OUT=/tmp/o bash scripts/gpu_bench_train.sh                               # on the GPU box (~6 min on an H200)
-#   PARTS="e2e small" OUT=/tmp/o bash scripts/gpu_bench_train.sh             # some of it: e2e (2, 3), small (4:
+#   PARTS="e2e small" OUT=/tmp/o bash scripts/gpu_bench_train.sh             # some of it: e2e (2, 3), sft (3), small (4:
 #                                                                            # 512/8), base_moe (4: 768/16, MoE)
 #   OUT=/tmp/o BENCH_DEVICE=cpu BENCH_TINY=1 bash scripts/gpu_bench_train.sh # CPU check of the driver itself
 set -uo pipefail
@@ -57,19 +57,19 @@ print(json.dumps({"bench": "env", "torch": torch.__version__, "cuda": torch.vers
 part e2e && step pretrain_defaults 200 $PY scripts/bench_train.py --e2e pretrain -- "${SIZE[@]}" "${DEV[@]}" "${RUN[@]}" "${COMMON[@]}"
 # full_sft from step 2's weights when it ran, else from random weights (the speed is the same)
 sft_from() { [ -f "$WORK/out/pretrain_${SIZE[1]:-512}.pth" ] && echo pretrain || echo none; }
-part e2e && step full_sft_defaults 150 $PY scripts/bench_train.py --e2e full_sft -- "${SIZE[@]}" "${DEV[@]}" "${SFT[@]}" \
+{ part e2e || part sft; } && step full_sft_defaults 150 $PY scripts/bench_train.py --e2e full_sft -- "${SIZE[@]}" "${DEV[@]}" "${SFT[@]}" \
     "${COMMON[@]}" --from_weight "$(sft_from)"
 # MiniMind's SFT at its own flags: eager (no torch.compile), batch 16, its 8 loader workers; our loop otherwise
 part sft_minimind && step full_sft_minimind_flags 150 $PY scripts/bench_train.py --e2e full_sft -- "${SIZE[@]}" \
     "${DEV[@]}" "${SFT[@]}" "${COMMON[@]}" --from_weight "$(sft_from)" --use_compile 0 --batch_size 16 --num_workers 8
-part small && step compare_small 200 $PY scripts/bench_train.py --compare-defaults --measure_peak --preset "${PRESETS_ALL[@]}" \
-    --steps "$STEPS" "${DEV[@]}"
-if [ ${#PRESETS_TWO[@]} -gt 0 ] && part base_moe; then
-    step compare_base_moe ${BASE_MOE_LIMIT:-300} $PY scripts/bench_train.py --compare-defaults --configs minimind best \
-        --preset "${PRESETS_TWO[@]}" --steps "$STEPS" "${DEV[@]}"
-fi
 if [ -n "${CUDAGRAPHS:-}" ]; then
     MINIMIND_COMPILE_MODE=reduce-overhead step full_sft_cudagraphs 150 $PY scripts/bench_train.py --e2e full_sft -- \
         "${SIZE[@]}" "${DEV[@]}" "${SFT[@]}" "${COMMON[@]}" --from_weight "$(sft_from)"
+fi
+part small && step compare_small 200 $PY scripts/bench_train.py --compare-defaults --measure_peak --preset "${PRESETS_ALL[@]}" \
+    --steps "$STEPS" "${DEV[@]}"
+if [ ${#PRESETS_TWO[@]} -gt 0 ] && part base_moe; then
+    step compare_base_moe ${BASE_MOE_LIMIT:-300} $PY scripts/bench_train.py --compare-defaults --measure_peak \
+        --configs minimind best --preset "${PRESETS_TWO[@]}" --steps "$STEPS" "${DEV[@]}"
 fi
 echo "results: $J" >&2

@@ -41,6 +41,16 @@ def run(decoder, joins=None):
     return out, reasons, ids_of
 
 
+STAGGERED = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15], [16, 17, 18, 19]]
+
+
+def staggered_joins(first_budget: int) -> dict:
+    """Joins for `run`: prompt 0 at step 0 (first_budget tokens), 1 and 2 at step 2, 3 at step 6, all greedy."""
+    g = lambda n: SamplingParams(max_new_tokens=n, temperature=0, stop_ids=[])  # noqa: E731
+    return {0: [(STAGGERED[0], g(first_budget))], 2: [(STAGGERED[1], g(5)), (STAGGERED[2], g(9))],
+            6: [(STAGGERED[3], g(7))]}
+
+
 @pytest.mark.parametrize("static_shapes", [False, True])
 def test_rows_joining_a_running_batch_decode_as_if_alone(static_shapes):
     model = tiny_model()
@@ -176,17 +186,13 @@ def test_compiled_decode_step_equals_eager_over_joins_and_buckets():
     torch._dynamo.reset()
     counters.clear()
     model = tiny_model()
-    g = lambda n: SamplingParams(max_new_tokens=n, temperature=0, stop_ids=[])  # noqa: E731
-    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15], [16, 17, 18, 19]]
-    joins = lambda: {0: [(prompts[0], g(70))], 2: [(prompts[1], g(5)), (prompts[2], g(9))],  # noqa: E731
-                     6: [(prompts[3], g(7))]}
     outs = []
     for compiled in (False, True):  # compiled with the stacked projections an accelerator decodes with
         engine = Engine(model, compile_decode=compiled, stack_projections=compiled)
         assert engine.compiled is compiled
         decoder = engine.batch(max_rows=4, max_len=128)
         decoder.static_shapes = True  # rows 1, 2, 4 and columns 64 then 128: the shapes graphs are captured at
-        out, reasons, _ = run(decoder, joins())
+        out, reasons, _ = run(decoder, staggered_joins(70))
         outs.append(out)
     assert outs[1] == outs[0]
     assert len(outs[0][0]) == 70  # row 0 outlives the 64-column bucket
@@ -223,19 +229,15 @@ def test_stacked_projections_decode_as_the_separate_modules_do():
     """Accelerators decode with q/k/v and gate/up stacked into one matmul each (StackedProjections): over rows that
     join at different steps and graph-shaped buckets, the tokens are those of the modules' own forward."""
     model = tiny_model()
-    g = lambda n: SamplingParams(max_new_tokens=n, temperature=0, stop_ids=[])  # noqa: E731
-    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15], [16, 17, 18, 19]]
-    joins = lambda: {0: [(prompts[0], g(12))], 2: [(prompts[1], g(5)), (prompts[2], g(9))],  # noqa: E731
-                     6: [(prompts[3], g(7))]}
     outs = []
     for stacked in (False, True):
         engine = Engine(model, stack_projections=stacked)
         assert (engine.stacked is not None) is stacked
         decoder = engine.batch(max_rows=4, max_len=64)
         decoder.static_shapes = True
-        outs.append(run(decoder, joins())[0])
+        outs.append(run(decoder, staggered_joins(12))[0])
     assert outs[1] == outs[0]
-    assert outs[1][0] == naive_greedy(model, prompts[0], 12)
+    assert outs[1][0] == naive_greedy(model, STAGGERED[0], 12)
     assert Engine(model).stacked is None  # CPU default: no second copy of the weights
 
 

@@ -155,7 +155,8 @@ _engine_slot: list = []  # [(policy, Engine)]: the last policy's engine, kept wh
 
 def rollout_engine(policy, tokenizer) -> Engine:
     """The decoding engine for `policy`. With CUDA graphs it is kept across rollouts: its decoders' graphs read
-    the weights in place, so optimizer steps need no new capture (and no new torch.compile)."""
+    the weights in place (and the stacked q/k/v, gate/up copies, refreshed in place when a rollout starts), so
+    optimizer steps need no new capture (and no new torch.compile)."""
     if _engine_slot and _engine_slot[0][0] is policy:
         return _engine_slot[0][1]
     engine = Engine(policy, pad_token_id=tokenizer.pad_token_id)
