@@ -331,14 +331,16 @@ class FeedForward(nn.Module):
 
     def forward(self, x, gate_up: Optional[torch.Tensor] = None):
         """`gate_up`: gate and up weights stacked [2 * intermediate, hidden] (the engine's decode step), one matmul."""
-        if gate_up is not None:
-            gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
-            return self.dropout(self.down_proj(F.silu(gate) * up))
         fused = npu_op(x, "npu_swiglu")
-        if fused is not None:  # gate and up as one matmul, then silu(first half) * second half in one kernel
-            gate_up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight]))
-            return self.dropout(self.down_proj(fused(gate_up, dim=-1)))
-        return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
+        if gate_up is None and fused is not None:
+            gate_up = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+        if gate_up is None:
+            return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
+        h = F.linear(x, gate_up)
+        if fused is not None:  # silu(first half) * second half in one kernel
+            return self.dropout(self.down_proj(fused(h, dim=-1)))
+        gate, up = h.chunk(2, dim=-1)
+        return self.dropout(self.down_proj(F.silu(gate) * up))
 
 
 def grouped_mm_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
