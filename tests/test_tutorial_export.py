@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from scripts import export_tutorial_data as export
+from model.runtime import UserError
+from scripts.tutorial import export
 
 DATA = export.DEFAULT_OUT
 
@@ -31,12 +32,12 @@ def test_committed_export_is_current(fresh):
 
 def test_export_is_deterministic(fresh, tmp_path):
     export.write_export(tmp_path)
-    for name in [export.DATA_FILE, *export.COPIED]:
+    for name in export.EXPORTED:
         assert (tmp_path / name).read_bytes() == (fresh / name).read_bytes(), name
 
 
 def test_stale_check_notices_a_changed_value(fresh, tmp_path):
-    for name in [export.DATA_FILE, *export.COPIED]:
+    for name in export.EXPORTED:
         (tmp_path / name).write_bytes((fresh / name).read_bytes())
     assert export.stale_files(tmp_path, fresh) == []
     data = json.loads((tmp_path / export.DATA_FILE).read_text(encoding="utf-8"))
@@ -48,15 +49,29 @@ def test_stale_check_notices_a_changed_value(fresh, tmp_path):
     assert export.stale_files(tmp_path, fresh) == [export.DATA_FILE, "tokenizer.json"]
 
 
-def test_check_mode_names_the_stale_file_and_the_fix(fresh, tmp_path, capsys):
-    for name in [export.DATA_FILE, *export.COPIED]:
+def test_check_mode_names_the_stale_file_and_the_fix(fresh, tmp_path):
+    for name in export.EXPORTED:
         (tmp_path / name).write_bytes((fresh / name).read_bytes())
     (tmp_path / "tokenizer_config.json").write_text("{}", encoding="utf-8")
-    with pytest.raises(SystemExit) as e:
-        export.main(["--check", "--out_dir", str(tmp_path)])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert "tokenizer_config.json" in err and "python scripts/export_tutorial_data.py" in err
+    with pytest.raises(UserError) as e:
+        export.check_export(tmp_path)
+    assert "tokenizer_config.json" in str(e.value) and "python scripts/export_tutorial_data.py" in str(e.value)
+
+
+def test_tool_parity_cases_are_tool_mocks_results(fresh):
+    """tools.test.ts checks the browser mocks against these cases, so they must be the Python functions' output."""
+    from scripts import tool_mocks
+    cases = json.loads((fresh / export.PARITY_FILE).read_text(encoding="utf-8"))["cases"]
+    weather = [c for c in cases if c["name"] == "get_weather" and "error" not in c["result"]]
+    assert len(weather) >= 3 and {c["name"] for c in cases} >= {"get_weather", "calculator", "search", "get_time"}
+    for c in weather:
+        assert c["result"] == tool_mocks.get_weather(**c["arguments"])
+
+
+def test_flag_bounds_are_the_trainers(fresh):
+    from trainer.trainer_utils import MAXIMUM_FLAG_VALUES, MINIMUM_FLAG_VALUES
+    bounds = json.loads((fresh / export.BOUNDS_FILE).read_text(encoding="utf-8"))
+    assert bounds == {"min": MINIMUM_FLAG_VALUES, "max": MAXIMUM_FLAG_VALUES}
 
 
 def test_presets_match_minimind2(facts):
@@ -140,7 +155,7 @@ def test_stale_check_allows_a_last_decimal_flip_from_another_cpu(fresh, tmp_path
     """The committed export was made on one machine; a CPU with other SIMD kernels moves a forward's sums in the 7th
     digit, enough to turn an attention probability rounded to 4 decimals from 0.2210 into 0.2209. That is not a
     stale export (seen on the CI machine); a change of two units in that decimal is."""
-    for name in [export.DATA_FILE, *export.COPIED]:
+    for name in export.EXPORTED:
         (tmp_path / name).write_bytes((fresh / name).read_bytes())
     data = json.loads((tmp_path / export.DATA_FILE).read_text(encoding="utf-8"))
     probs = data["tiny"]["attention"]["probs"][0][-1]

@@ -2,8 +2,9 @@ import { useMemo, useRef, useState } from "react";
 import { api, apiUrl, savedManager } from "./api";
 import {
   aggregate, McpClient, METRICS, MOCK_TOOLS, runMockTool, runToolLoop, scoreCase,
-  type Call, type CaseScore, type ToolSchema, type TraceEntry,
+  type Call, type CaseScore, type JsonObject, type ToolSchema, type TraceEntry,
 } from "./tools";
+import { DEFAULT_TIMEOUT_S, endpointProblem, explainFailure, listModels, requestSignal, resolveEndpoint } from "./endpoint";
 
 const PRESETS = [
   { id: "ours", label: "本项目 API 服务 / our server (8998)", url: "http://127.0.0.1:8998/v1" },
@@ -14,10 +15,6 @@ const PRESETS = [
 
 type SuiteCase = { id: string; lang: string; tools: string[]; question: string; expected: Call[] };
 type CaseRow = { id: string; question: string; score: CaseScore; final: string | null; calls: Call[]; error?: string };
-
-function resolveUrl(u: string): string {
-  return u.startsWith("./") || u.startsWith("/") ? new URL(u, window.location.href).toString().replace(/\/$/, "") : u;
-}
 
 function TraceView({ trace }: { trace: TraceEntry[] }) {
   return (
@@ -60,9 +57,29 @@ export default function ToolPlayground() {
   const [busy, setBusy] = useState(false);
   const [rows, setRows] = useState<CaseRow[]>([]);
   const [summary, setSummary] = useState<Record<string, number | null> | null>(null);
-  const abort = useRef<AbortController | null>(null);
+  const [timeoutS, setTimeoutS] = useState(DEFAULT_TIMEOUT_S);
+  const cancelRef = useRef<(() => void) | null>(null);
 
-  const baseUrl = resolveUrl(preset === "custom" ? customUrl : PRESETS.find((p) => p.id === preset)!.url);
+  const rawUrl = preset === "custom" ? customUrl : PRESETS.find((p) => p.id === preset)!.url;
+  const urlProblem = endpointProblem(rawUrl);
+  const baseUrl = urlProblem ? rawUrl.trim() : resolveEndpoint(rawUrl, window.location.href);
+  const origin = window.location.origin;
+  /** Run one request batch with the Cancel button and the timeout wired in; errors become one readable line. */
+  const guarded = async (work: (signal: AbortSignal) => Promise<void>) => {
+    if (urlProblem) { setError(urlProblem); return; }
+    const req = requestSignal(timeoutS);
+    cancelRef.current = req.cancel;
+    setBusy(true);
+    try {
+      await work(req.signal);
+    } catch (e) {
+      setError(explainFailure(e, baseUrl, req.signal, timeoutS, origin));
+    } finally {
+      req.done();
+      cancelRef.current = null;
+      setBusy(false);
+    }
+  };
   const active = useMemo(() => tools.filter((t) => enabled[t.function.name] !== false), [tools, enabled]);
   const mcp = () => {
     const m = savedManager();
@@ -70,22 +87,18 @@ export default function ToolPlayground() {
     return new McpClient(apiUrl(m, "/mcp"), m.token);
   };
   const runner = () => {
-    if (source === "browser") return (name: string, args: any) => runMockTool(name, args);
+    if (source === "browser") return (name: string, args: JsonObject) => runMockTool(name, args);
     const client = mcp();
-    return (name: string, args: any) => client.call(name, args);
+    return (name: string, args: JsonObject) => client.call(name, args);
   };
 
-  const loadModels = async () => {
+  const loadModels = () => {
     setError("");
-    try {
-      const r = await fetch(baseUrl + "/models", { headers: apiKey ? { Authorization: `Bearer ${apiKey}` } : {} });
-      const data = await r.json();
-      const ids = (data.data ?? []).map((m: any) => String(m.id));
+    return guarded(async (signal) => {
+      const ids = await listModels(baseUrl, apiKey, signal, origin);
       setModels(ids);
-      if (ids.length) setModel(ids[0]);
-    } catch (e) {
-      setError(`${baseUrl}/models: ${(e as Error).message} (服务是否启动、是否允许本页来源 / is it running, does it allow this origin?)`);
-    }
+      setModel(ids[0]);
+    });
   };
 
   const switchSource = async (s: "browser" | "mcp") => {
@@ -101,51 +114,43 @@ export default function ToolPlayground() {
     }
   };
 
-  const send = async () => {
-    setBusy(true); setError(""); setTrace([]); setFinal(null);
-    abort.current = new AbortController();
-    try {
+  const send = () => {
+    setError(""); setTrace([]); setFinal(null);
+    return guarded(async (signal) => {
       const r = await runToolLoop({ baseUrl, apiKey, model, tools: active, messages: [{ role: "user", content: prompt }],
-                                    runTool: runner(), maxRounds, signal: abort.current.signal,
+                                    runTool: runner(), maxRounds, signal, origin,
                                     onTrace: (t) => setTrace((old) => [...old, t]) });
       setFinal(r.final);
-    } catch (e) {
-      setError((e as Error).message);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
-  const autoTest = async () => {
-    setBusy(true); setError(""); setRows([]); setSummary(null);
-    abort.current = new AbortController();
-    try {
+  const autoTest = () => {
+    setError(""); setRows([]); setSummary(null);
+    return guarded(async (signal) => {
       const m = savedManager();
       if (!m.token) throw new Error("自动测试的用例来自管理服务（eval_tool_call.py 的 SUITE）：先在「训练管理」连接 / the cases come from the manager: connect in the training tab first");
       const { cases } = await api<{ cases: SuiteCase[] }>(m, "/api/tools");
       const run = runner();
       const scores: CaseScore[] = [];
       for (const c of cases) {
-        if (abort.current.signal.aborted) break;
+        if (signal.aborted) break;
         const offered = tools.filter((t) => c.tools.includes(t.function.name));
         try {
           const r = await runToolLoop({ baseUrl, apiKey, model, tools: offered, messages: [{ role: "user", content: c.question }],
-                                        runTool: run, maxRounds, signal: abort.current.signal });
+                                        runTool: run, maxRounds, signal, origin });
           const s = scoreCase(c.expected, r.first, r.final, r.results, c.question);
           scores.push(s);
           setRows((old) => [...old, { id: c.id, question: c.question, score: s, final: r.final, calls: r.first.calls }]);
         } catch (e) {
           const s = scoreCase(c.expected, { calls: [], invalid_blocks: 0 }, null, [], c.question);
           scores.push(s);
-          setRows((old) => [...old, { id: c.id, question: c.question, score: s, final: null, calls: [], error: (e as Error).message }]);
+          if (signal.aborted) throw e; // cancelled or timed out: the whole suite stops with that message
+          setRows((old) => [...old, { id: c.id, question: c.question, score: s, final: null, calls: [],
+                                      error: explainFailure(e, baseUrl, signal, timeoutS, origin) }]);
         }
         setSummary(aggregate(scores));
       }
-    } catch (e) {
-      setError((e as Error).message);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   const mark = (v: boolean | null) => (v === null ? "-" : v ? "✓" : "✗");
@@ -159,7 +164,10 @@ export default function ToolPlayground() {
               {PRESETS.map((p) => <option key={p.id} value={p.id}>{p.label}</option>)}
             </select>
           </label>
-          {preset === "custom" ? <input aria-label="custom endpoint" value={customUrl} placeholder="http://host:port/v1" onChange={(e) => setCustomUrl(e.target.value)} size={30} /> : <code>{baseUrl}</code>}
+          {preset === "custom" ? <input aria-label="custom endpoint" value={customUrl} placeholder="http://host:port/v1"
+                                        aria-invalid={customUrl && urlProblem ? true : undefined}
+                                        onChange={(e) => setCustomUrl(e.target.value)} size={30} /> : <code>{baseUrl}</code>}
+          {preset === "custom" && customUrl && urlProblem ? <span className="field-error" data-testid="url-problem">{urlProblem}</span> : null}
           <label>API key <input type="password" value={apiKey} onChange={(e) => setApiKey(e.target.value)} size={12} /></label>
         </div>
         <div className="row">
@@ -167,13 +175,15 @@ export default function ToolPlayground() {
             <input aria-label="model" value={model} onChange={(e) => setModel(e.target.value)} list="models" size={16} />
             <datalist id="models">{models.map((m) => <option key={m} value={m} />)}</datalist>
           </label>
-          <button className="btn" onClick={loadModels}>读取 /models</button>
+          <button className="btn" disabled={busy} onClick={loadModels}>读取 /models</button>
           <label>工具来源 / tools{" "}
             <select aria-label="tool source" value={source} onChange={(e) => void switchSource(e.target.value as "browser" | "mcp")}>
               <option value="browser">浏览器模拟 / simulated in the browser</option>
               <option value="mcp">MCP 服务 / MCP server (manager /mcp)</option>
             </select>
           </label>
+          <label>超时 / timeout (s) <input type="number" aria-label="timeout seconds" min={1} max={3600} value={timeoutS}
+            onChange={(e) => setTimeoutS(Math.max(1, Number(e.target.value) || DEFAULT_TIMEOUT_S))} style={{ width: 60 }} /></label>
           <label>最多轮数 / max rounds <input type="number" min={1} max={8} value={maxRounds} onChange={(e) => setMaxRounds(Number(e.target.value) || 1)} style={{ width: 50 }} /></label>
         </div>
         <p className="muted">
@@ -197,7 +207,7 @@ export default function ToolPlayground() {
           <textarea aria-label="prompt" value={prompt} onChange={(e) => setPrompt(e.target.value)} rows={3} style={{ width: "100%" }} />
           <div className="row">
             <button className="btn primary" disabled={busy} onClick={send}>发送 / Send</button>
-            <button className="btn" disabled={!busy} onClick={() => abort.current?.abort()}>取消 / Cancel</button>
+            <button className="btn" disabled={!busy} onClick={() => cancelRef.current?.()}>取消 / Cancel</button>
           </div>
           <TraceView trace={trace} />
           {final !== null ? <><h4>最终回答 / final answer</h4><pre className="text" data-testid="final">{final}</pre></> : null}

@@ -1,6 +1,8 @@
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useEffect, useEffectEvent, useMemo, useRef, useState } from "react";
 import { api, followLog, saveManager, savedManager, type Manager } from "./api";
-import { buildFlags, defaultText, groupFlags, type FlagInfo, type StageInfo } from "./flags";
+import {
+  buildFlags, dataPathError, defaultText, effectiveDataPath, flagBounds, groupFlags, type FlagInfo, type StageInfo,
+} from "./flags";
 import LossChart from "./LossChart";
 import type { Point } from "./chart";
 
@@ -30,8 +32,19 @@ function fmtBytes(n: number): string {
   return n > 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : n > 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
 }
 
-function FlagField({ flag, value, onChange }: { flag: FlagInfo; value: string | undefined; onChange: (v: string) => void }) {
+/** The bounds a number field accepts, as the field's hint ("1 – 65536"); "" for flags without bounds. */
+function boundsText(flag: FlagInfo): string {
+  if (flag.type === "str" || flag.choices) return "";
+  const { min, max } = flagBounds(flag);
+  if (min === undefined && max === undefined) return "";
+  return ` · 范围 / range ${min ?? "…"} – ${max ?? "…"}`;
+}
+
+function FlagField({ flag, value, error, onChange }: {
+  flag: FlagInfo; value: string | undefined; error: string | undefined; onChange: (v: string) => void;
+}) {
   const id = `flag-${flag.name}`;
+  const errId = `${id}-error`;
   if (flag.kind === "refused") {
     return (
       <>
@@ -44,22 +57,106 @@ function FlagField({ flag, value, onChange }: { flag: FlagInfo; value: string | 
     <>
       <label htmlFor={id} title={flag.help}>--{flag.name}</label>
       {flag.choices ? (
-        <select id={id} value={value ?? String(flag.default ?? "")} onChange={(e) => onChange(e.target.value)}>
+        <select id={id} value={value ?? String(flag.default ?? "")} onChange={(e) => onChange(e.target.value)}
+                aria-invalid={error ? true : undefined} aria-describedby={error ? errId : undefined}>
           {flag.default === null ? <option value="">(default)</option> : null}
           {flag.choices.map((c) => <option key={String(c)} value={String(c)}>{String(c)}</option>)}
         </select>
       ) : (
-        <input id={id} value={value ?? ""} placeholder={defaultText(flag)} onChange={(e) => onChange(e.target.value)} />
+        <input id={id} value={value ?? ""} placeholder={defaultText(flag)} onChange={(e) => onChange(e.target.value)}
+               aria-invalid={error ? true : undefined} aria-describedby={error ? errId : undefined} />
       )}
-      <div className="help">{flag.help}{flag.roots ? ` · 限 ${flag.roots.map((r) => r + "/").join(" ")}` : ""}</div>
+      <div className="help">
+        {flag.help}{flag.roots ? ` · 限 ${flag.roots.map((r) => r + "/").join(" ")}` : ""}{boundsText(flag)}
+        {error ? <div className="field-error" id={errId} role="alert">{error}</div> : null}
+      </div>
     </>
   );
 }
 
+/** The flag named at the start of a manager error ("--batch_size 0: must be at least 1"), to show it at that field. */
+function flagOfError(message: string): string | null {
+  const m = /^(?:stage \S+: )?(?:argument )?--([A-Za-z0-9_]+)/.exec(message);
+  return m ? m[1] : null;
+}
+
+type RunViewProps = {
+  conn: Manager; runId: string;
+  onRun: (run: Run) => void; onEnded: () => void; onError: (message: string) => void;
+};
+
+/**
+ * One run's log (SSE, resumable) and metrics (polled while it runs). Keyed by run id and given the manager that
+ * was connected (not the URL/token fields being edited), so typing in those fields never restarts the stream;
+ * a new run id mounts a fresh view with an empty log.
+ */
+function RunView({ conn, runId, onRun, onEnded, onError }: RunViewProps) {
+  const [log, setLog] = useState<string[]>([]);
+  const [points, setPoints] = useState<Point[]>([]);
+  const logRef = useRef<HTMLPreElement>(null);
+  const runChanged = useEffectEvent(onRun);
+  const ended = useEffectEvent(onEnded);
+  const failed = useEffectEvent(onError);
+
+  useEffect(() => {
+    const ctl = new AbortController();
+    void followLog(conn, runId, {
+      onLine: (text) => setLog((old) => {
+        const next = old.length >= MAX_LOG_LINES ? old.slice(old.length - MAX_LOG_LINES + 1) : old.slice();
+        next.push(text);
+        return next;
+      }),
+      onEnd: () => setLog((old) => [...old, "[end of log]"]),
+      onError: (msg) => failed(msg),
+    }, ctl.signal);
+    let lastStep = -1;
+    let stopped = false;
+    const tick = async () => {
+      try {
+        const [{ run }, { points: pts }] = await Promise.all([
+          api<{ run: Run }>(conn, `/api/runs/${runId}`),
+          api<{ points: { step: number; loss: number }[] }>(conn, `/api/runs/${runId}/metrics?after_step=${lastStep}`),
+        ]);
+        if (stopped || ctl.signal.aborted) return;
+        runChanged(run);
+        if (pts.length) {
+          lastStep = pts[pts.length - 1].step;
+          setPoints((old) => [...old, ...pts.map((p) => ({ step: p.step, loss: p.loss }))]);
+        }
+        if (!LIVE.has(run.status)) {
+          stopped = true;
+          ended();
+        }
+      } catch (e) {
+        failed((e as Error).message);
+      }
+    };
+    void tick();
+    const timer = setInterval(() => { if (!stopped) void tick(); }, 1500);
+    return () => { stopped = true; ctl.abort(); clearInterval(timer); };
+  }, [conn, runId]);
+
+  useEffect(() => {
+    const el = logRef.current;
+    if (el) el.scrollTop = el.scrollHeight;
+  }, [log]);
+
+  return (
+    <div className="grid2">
+      <pre className="log" ref={logRef} data-testid="log">{log.join("\n")}</pre>
+      <LossChart points={points} />
+    </div>
+  );
+}
+
+const NO_EDITS: Record<string, string> = {};
+
 export default function TrainingPanel() {
   const [mgr, setMgr] = useState<Manager>(savedManager);
-  const [connected, setConnected] = useState(false);
+  // the manager of the last successful Connect: everything after connecting talks to it, not to the fields above
+  const [conn, setConn] = useState<Manager | null>(null);
   const [error, setError] = useState("");
+  const [serverFieldError, setServerFieldError] = useState<{ flag: string; message: string } | null>(null);
   const [devices, setDevices] = useState<Devices | null>(null);
   const [stages, setStages] = useState<StageInfo[]>([]);
   const [stageName, setStageName] = useState("pretrain");
@@ -70,14 +167,22 @@ export default function TrainingPanel() {
   const [runs, setRuns] = useState<Run[]>([]);
   const [viewId, setViewId] = useState<string | null>(null);
   const [current, setCurrent] = useState<Run | null>(null);
-  const [log, setLog] = useState<string[]>([]);
-  const [points, setPoints] = useState<Point[]>([]);
   const [busy, setBusy] = useState(false);
-  const logRef = useRef<HTMLPreElement>(null);
 
   const stage = stages.find((s) => s.name === stageName);
-  const stageEdits = edits[stageName] ?? {};
-  const built = useMemo(() => (stage ? buildFlags(stage, stageEdits) : { flags: {}, errors: [] }), [stage, stageEdits]);
+  const stageEdits = edits[stageName] ?? NO_EDITS;
+  const built = useMemo(() => {
+    if (!stage) return { flags: {}, errors: [], fieldErrors: {} as Record<string, string> };
+    const b = buildFlags(stage, stageEdits);
+    const dataErr = b.fieldErrors.data_path ? null : dataPathError(effectiveDataPath(stage, stageEdits), datasets);
+    if (dataErr) {
+      b.errors.push(dataErr);
+      b.fieldErrors.data_path = dataErr;
+    }
+    return b;
+  }, [stage, stageEdits, datasets]);
+  const fieldErrors: Record<string, string> = { ...built.fieldErrors };
+  if (serverFieldError && !fieldErrors[serverFieldError.flag]) fieldErrors[serverFieldError.flag] = serverFieldError.message;
 
   const refreshLists = useCallback(async (m: Manager) => {
     const [st, ds, ws, rs] = await Promise.all([
@@ -91,95 +196,63 @@ export default function TrainingPanel() {
   }, []);
 
   const connect = useCallback(async (m: Manager) => {
-    setError("");
     try {
       const st = await refreshLists(m);
       const sg = await api(m, "/api/stages");
       setStages(sg.stages);
       saveManager(m);
-      setConnected(true);
+      setError("");
+      setConn({ ...m });
       if (st.run) setViewId(st.run.id);
     } catch (e) {
-      setConnected(false);
+      setConn(null);
       setError((e as Error).message);
     }
   }, [refreshLists]);
 
+  // connect once on opening the tab when this browser tab already has a token (sessionStorage); from a timer, so
+  // StrictMode's mount-unmount-mount in development cancels the first one instead of connecting twice
+  const connectSaved = useEffectEvent(() => { if (mgr.token) void connect(mgr); });
   useEffect(() => {
-    if (mgr.token) void connect(mgr);
-    // connect once with the token saved in this tab
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    const t = setTimeout(() => connectSaved(), 0);
+    return () => clearTimeout(t);
   }, []);
 
-  // follow the viewed run: its log (SSE, resumable) and its metrics (polled while it runs)
-  useEffect(() => {
-    if (!connected || !viewId) return;
-    const ctl = new AbortController();
-    setLog([]);
-    setPoints([]);
-    void followLog(mgr, viewId, {
-      onLine: (text) => setLog((old) => {
-        const next = old.length >= MAX_LOG_LINES ? old.slice(old.length - MAX_LOG_LINES + 1) : old.slice();
-        next.push(text);
-        return next;
-      }),
-      onEnd: () => setLog((old) => [...old, "[end of log]"]),
-      onError: (msg) => setError(msg),
-    }, ctl.signal);
-    let lastStep = -1;
-    let stopped = false;
-    const tick = async () => {
-      try {
-        const [{ run }, { points: pts }] = await Promise.all([
-          api(mgr, `/api/runs/${viewId}`), api(mgr, `/api/runs/${viewId}/metrics?after_step=${lastStep}`),
-        ]);
-        if (stopped) return;
-        setCurrent(run);
-        if (pts.length) {
-          lastStep = pts[pts.length - 1].step;
-          setPoints((old) => [...old, ...pts.map((p: any) => ({ step: p.step, loss: p.loss }))]);
-        }
-        if (!LIVE.has(run.status)) {
-          stopped = true;
-          void refreshLists(mgr).catch(() => undefined);
-        }
-      } catch (e) {
-        setError((e as Error).message);
-      }
-    };
-    void tick();
-    const timer = setInterval(() => { if (!stopped) void tick(); }, 1500);
-    return () => { ctl.abort(); clearInterval(timer); };
-  }, [connected, viewId, mgr, refreshLists]);
-
-  useEffect(() => {
-    const el = logRef.current;
-    if (el) el.scrollTop = el.scrollHeight;
-  }, [log]);
+  // a run's progress as the run view polls it: the header line, and the same run's row in the history table
+  const onRun = useCallback((run: Run) => {
+    setCurrent(run);
+    setRuns((old) => old.map((r) => (r.id === run.id ? run : r)));
+  }, []);
+  const onEnded = useCallback(() => { if (conn) void refreshLists(conn).catch(() => undefined); }, [conn, refreshLists]);
 
   const start = async () => {
-    if (built.errors.length) { setError(built.errors.join("\n")); return; }
+    if (!conn || built.errors.length) return; // the fields show what is wrong
     setBusy(true);
     setError("");
+    setServerFieldError(null);
     try {
-      const body: any = { stage: stageName, flags: built.flags };
+      const body: { stage: string; flags: Record<string, string | number>; nproc?: number } = { stage: stageName, flags: built.flags };
       if (nproc.trim()) body.nproc = Number.parseInt(nproc, 10);
-      const { run } = await api(mgr, "/api/train/start", { method: "POST", body: JSON.stringify(body) });
+      const { run } = await api<{ run: Run }>(conn, "/api/train/start", { method: "POST", body: JSON.stringify(body) });
       setCurrent(run);
       setViewId(run.id);
-      await refreshLists(mgr);
+      await refreshLists(conn);
     } catch (e) {
-      setError((e as Error).message);
+      const message = (e as Error).message;
+      const flag = flagOfError(message);
+      if (flag && stage?.flags.some((f) => f.name === flag)) setServerFieldError({ flag, message });
+      else setError(message);
     } finally {
       setBusy(false);
     }
   };
 
   const stop = async () => {
+    if (!conn) return;
     setBusy(true);
     try {
-      await api(mgr, "/api/train/stop", { method: "POST" });
-      await refreshLists(mgr);
+      await api(conn, "/api/train/stop", { method: "POST" });
+      await refreshLists(conn);
     } catch (e) {
       setError((e as Error).message);
     } finally {
@@ -189,7 +262,11 @@ export default function TrainingPanel() {
 
   const running = current && LIVE.has(current.status) ? current : null;
   const prog = current?.progress;
-  const setEdit = (name: string, v: string) => setEdits({ ...edits, [stageName]: { ...stageEdits, [name]: v } });
+  const setEdit = (name: string, v: string) => {
+    setEdits({ ...edits, [stageName]: { ...stageEdits, [name]: v } });
+    if (serverFieldError?.flag === name) setServerFieldError(null);
+  };
+  const connected = conn !== null;
 
   return (
     <section className="training">
@@ -203,7 +280,7 @@ export default function TrainingPanel() {
           <label>token
             <input type="password" aria-label="token" value={mgr.token} onChange={(e) => setMgr({ ...mgr, token: e.target.value })} size={30} />
           </label>
-          <button className="btn primary" onClick={() => connect(mgr)}>连接 / Connect</button>
+          <button className="btn primary" onClick={() => void connect(mgr)}>连接 / Connect</button>
           {connected ? <span className="ok">已连接 / connected</span> : null}
         </div>
         <p className="muted">
@@ -256,18 +333,20 @@ export default function TrainingPanel() {
                 </label>
                 <label>进程数 / nproc <input value={nproc} onChange={(e) => setNproc(e.target.value)} size={3}
                   placeholder={devices && devices.count ? String(devices.count) : "1"} /></label>
-                <button className="btn primary" disabled={busy || !!running} onClick={start}>开始 / Start</button>
+                <button className="btn primary" disabled={busy || !!running || built.errors.length > 0} onClick={start}>开始 / Start</button>
                 <button className="btn danger" disabled={busy || !running} onClick={stop}>停止 / Stop</button>
               </div>
               {stage ? <p className="muted">{stage.description} · <code>{stage.script}</code></p> : null}
               <p className="muted">发送的参数 / flags sent: <code data-testid="flags-preview">{JSON.stringify(built.flags)}</code></p>
-              {built.errors.length ? <p className="error">{built.errors.join("\n")}</p> : null}
+              {built.errors.length ? <p className="error">先改正标红的字段 / fix the fields marked below ({built.errors.length})</p> : null}
               <div className="flag-groups">
                 {stage ? groupFlags(stage).map(([group, flags]) => (
-                  <details key={group} open={group.startsWith("optimisation") || group.startsWith("this stage") || group.startsWith("model")}>
+                  <details key={group} open={group.startsWith("optimisation") || group.startsWith("this stage") || group.startsWith("model")
+                                        || flags.some((f) => fieldErrors[f.name] !== undefined)}>
                     <summary>{group || "flags"}</summary>
                     <div className="flags">
-                      {flags.map((f) => <FlagField key={f.name} flag={f} value={stageEdits[f.name]} onChange={(v) => setEdit(f.name, v)} />)}
+                      {flags.map((f) => <FlagField key={f.name} flag={f} value={stageEdits[f.name]} error={fieldErrors[f.name]}
+                                                 onChange={(v) => setEdit(f.name, v)} />)}
                     </div>
                   </details>
                 )) : null}
@@ -281,16 +360,14 @@ export default function TrainingPanel() {
               <p data-testid="run-status">
                 <b className={current.status === "failed" ? "error" : ""}>{current.status}</b> · {current.stage}
                 {prog ? <> · step {prog.step}/{prog.total_steps} ({prog.percent ?? "-"}%) · loss {prog.loss?.toFixed(4)}
-                  {" · "}{Math.round(prog.tokens_per_s ?? 0).toLocaleString()} tokens/s · ETA {fmtSeconds(prog.eta_s)}</> : null}
+                  {" · "}{Math.round(prog.tokens_per_s ?? 0).toLocaleString()} tokens/s
+                  {running ? <> · ETA {fmtSeconds(prog.eta_s)}</> : null}</> : null}
                 {current.exit_code !== null && current.exit_code !== undefined ? <> · exit {current.exit_code}</> : null}
                 {current.note ? <span className="muted"> · {current.note}</span> : null}
               </p>
             ) : <p className="muted">还没有运行 / no run selected</p>}
-            {prog && prog.total_steps ? <progress max={prog.total_steps} value={prog.step} style={{ width: "100%" }} /> : null}
-            <div className="grid2">
-              <pre className="log" ref={logRef} data-testid="log">{log.join("\n")}</pre>
-              <LossChart points={points} />
-            </div>
+            {prog && prog.total_steps && running ? <progress max={prog.total_steps} value={prog.step} style={{ width: "100%" }} /> : null}
+            {conn && viewId ? <RunView key={viewId} conn={conn} runId={viewId} onRun={onRun} onEnded={onEnded} onError={setError} /> : null}
           </div>
 
           <div className="card">

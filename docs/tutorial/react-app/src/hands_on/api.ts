@@ -31,21 +31,43 @@ export class ApiError extends Error {
   }
 }
 
+/** True when a reply is a web page rather than an API answer: what a static host (GitHub Pages, `vite preview`,
+ * `python -m http.server`) sends for /api/... (its 404 page), or an index.html fallback with status 200. */
+export function isHtmlReply(resp: Response, text: string): boolean {
+  return (resp.headers.get("content-type") ?? "").includes("text/html") || /^\s*<(!doctype|html|head|body)/i.test(text);
+}
+
+export const START_MANAGER = "python scripts/serve_train_manager.py";
+
+/** The message for a page served without the manager behind it (instead of the host's whole 404 page). */
+export function noManagerMessage(url: string, status: number): string {
+  return `${url} 回复的是网页（HTTP ${status}），不是训练管理接口：本页可能在静态主机上（如 GitHub Pages），` +
+    `训练需要一个运行中的管理服务。启动 ${START_MANAGER}，打开它打印的地址（或把它的地址填到上面）。 / ` +
+    `${url} answered with a web page (HTTP ${status}), not the training manager's API: this page is probably on a ` +
+    `static host such as GitHub Pages, and training needs a running manager. Start one with \`${START_MANAGER}\` ` +
+    `and open the address it prints (or enter its URL above).`;
+}
+
+// JSON from the manager: each caller names the shape it reads
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function api<T = any>(m: Manager, path: string, init: RequestInit = {}, fetchFn = fetch): Promise<T> {
   const headers: Record<string, string> = { Authorization: `Bearer ${m.token}` };
   if (init.body) headers["Content-Type"] = "application/json";
+  const url = apiUrl(m, path);
   let resp: Response;
   try {
-    resp = await fetchFn(apiUrl(m, path), { ...init, headers: { ...headers, ...(init.headers as any) } });
+    resp = await fetchFn(url, { ...init, headers: { ...headers, ...(init.headers as Record<string, string> | undefined) } });
   } catch (e) {
-    throw new ApiError(0, `cannot reach the manager at ${apiUrl(m, path)}: ${(e as Error).message}`);
+    throw new ApiError(0, `cannot reach the manager at ${url}: ${(e as Error).message}. ` +
+      `Is it running (${START_MANAGER}) and is the URL right?`);
   }
   const text = await resp.text();
-  let data: any = null;
+  if (isHtmlReply(resp, text)) throw new ApiError(resp.status, noManagerMessage(url, resp.status));
+  let data: { detail?: string } | null;
   try {
     data = text ? JSON.parse(text) : null;
   } catch {
-    data = { detail: text };
+    throw new ApiError(resp.status, `${url}: HTTP ${resp.status}, not JSON: ${text.slice(0, 200)}`);
   }
   if (!resp.ok) throw new ApiError(resp.status, data?.detail ?? `HTTP ${resp.status}`);
   return data as T;

@@ -5,9 +5,14 @@
  * any OpenAI-compatible endpoint, and the scoring of scripts/eval_tool_call.py (score_case / aggregate).
  */
 
-export type ToolSchema = { type: "function"; function: { name: string; description: string; parameters: any } };
-export type Call = { name: string; arguments: any };
-export type ToolRunner = (name: string, args: any) => Promise<unknown>;
+export type JsonObject = Record<string, unknown>;
+export type ToolSchema = { type: "function"; function: { name: string; description: string; parameters: JsonObject } };
+export type Call = { name: string; arguments: JsonObject };
+export type ToolRunner = (name: string, args: JsonObject) => Promise<unknown>;
+export type ChatMessage = JsonObject & { role: string };
+type RawCall = { id?: string; type?: string; function?: { name?: string; arguments?: unknown } };
+
+import { checkReply } from "./endpoint";
 
 // ------------------------------------------------------------------------------------------- mocks (browser)
 
@@ -36,16 +41,16 @@ export const MOCK_TOOLS: ToolSchema[] = [
      { timezone: { type: "string", description: "IANA 时区，例如 Asia/Shanghai / time zone" } }, ["timezone"]),
 ];
 
-function fn(name: string, description: string, properties: any, required: string[]): ToolSchema {
+function fn(name: string, description: string, properties: JsonObject, required: string[]): ToolSchema {
   return { type: "function", function: { name, description, parameters: { type: "object", properties, required } } };
 }
 
 export class CalcError extends Error {}
 
 /** Arithmetic only (numbers, + - * / // % **, parentheses), bounded like tool_mocks.calculate. */
-export function calculate(expression: string): number {
+export function calculate(expression: unknown): number {
   if (typeof expression !== "string") throw new CalcError("expression must be a string");
-  let text = expression.trim().replace(/[×]/g, "*").replace(/[÷]/g, "/").replace(/（/g, "(").replace(/）/g, ")")
+  const text = expression.trim().replace(/[×]/g, "*").replace(/[÷]/g, "/").replace(/（/g, "(").replace(/）/g, ")")
     .replace(/＋/g, "+").replace(/－/g, "-").replace(/＊/g, "*").replace(/／/g, "/")
     .replace(/[０-９]/g, (c) => String.fromCharCode(c.charCodeAt(0) - 0xfee0)).replace(/\^/g, "**");
   if (!text) throw new CalcError("empty expression");
@@ -120,8 +125,9 @@ function terms(text: string): Set<string> {
 }
 
 /** One call, as the object a tool message carries; bad model output comes back as {error}, never throws. */
-export async function runMockTool(name: string, args: any, now: Date = new Date()): Promise<unknown> {
-  if (typeof args !== "object" || args === null || Array.isArray(args)) return { error: "arguments must be a JSON object" };
+export async function runMockTool(name: string, input: unknown, now: Date = new Date()): Promise<unknown> {
+  if (typeof input !== "object" || input === null || Array.isArray(input)) return { error: "arguments must be a JSON object" };
+  const args = input as JsonObject;
   if (name === "get_weather") {
     const { city, unit = "celsius" } = args;
     if (typeof city !== "string" || !city.trim()) return { error: "city must be a non-empty string" };
@@ -142,7 +148,7 @@ export async function runMockTool(name: string, args: any, now: Date = new Date(
   if (name === "search") {
     const { query, top_k = 3 } = args;
     if (typeof query !== "string" || !query.trim()) return { error: "query must be a non-empty string" };
-    if (!Number.isInteger(top_k) || top_k < 1 || top_k > 10) return { error: "top_k must be an integer from 1 to 10" };
+    if (typeof top_k !== "number" || !Number.isInteger(top_k) || top_k < 1 || top_k > 10) return { error: "top_k must be an integer from 1 to 10" };
     const q = terms(query);
     const scored = SEARCH_NOTES.map((n, i) => {
       const t = terms(n.title + " " + n.snippet);
@@ -152,6 +158,7 @@ export async function runMockTool(name: string, args: any, now: Date = new Date(
   }
   if (name === "get_time") {
     const { timezone = "UTC" } = args;
+    if (typeof timezone !== "string") return { error: "timezone must be a string such as Asia/Shanghai" };
     try {
       const parts = Object.fromEntries(new Intl.DateTimeFormat("en-US", {
         timeZone: timezone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
@@ -173,7 +180,7 @@ export class McpClient {
   private id = 0;
   constructor(private url: string, private token: string, private fetchFn: typeof fetch = fetch) {}
 
-  async rpc(method: string, params?: unknown): Promise<any> {
+  async rpc<T>(method: string, params?: unknown): Promise<T> {
     // called unbound: a browser's fetch called as this.fetchFn(...) throws "Illegal invocation" (`this` is not window)
     const fetchFn = this.fetchFn;
     const resp = await fetchFn(this.url, {
@@ -187,20 +194,22 @@ export class McpClient {
     const json = text.trimStart().startsWith("{") ? JSON.parse(text)
       : JSON.parse(text.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5)).join(""));
     if (json.error) throw new Error(`MCP ${method}: ${json.error.message}`);
-    return json.result;
+    return json.result as T;
   }
 
   async listTools(): Promise<ToolSchema[]> {
     await this.rpc("initialize", { protocolVersion: "2025-06-18", capabilities: {},
                                    clientInfo: { name: "minimind-playground", version: "1" } });
-    const { tools } = await this.rpc("tools/list");
-    return tools.map((t: any) => fn(t.name, t.description ?? "", t.inputSchema ?? { type: "object" }, t.inputSchema?.required ?? []));
+    type McpTool = { name: string; description?: string; inputSchema?: JsonObject & { properties?: JsonObject; required?: string[] } };
+    const { tools } = await this.rpc<{ tools: McpTool[] }>("tools/list");
+    return tools.map((t) => fn(t.name, t.description ?? "", t.inputSchema?.properties ?? {}, t.inputSchema?.required ?? []));
   }
 
-  async call(name: string, args: any): Promise<unknown> {
-    const r = await this.rpc("tools/call", { name, arguments: args });
+  async call(name: string, args: JsonObject): Promise<unknown> {
+    const r = await this.rpc<{ structuredContent?: { result?: unknown }; content?: { type: string; text?: string }[] }>(
+      "tools/call", { name, arguments: args });
     if (r.structuredContent !== undefined) return r.structuredContent.result ?? r.structuredContent;
-    const text = (r.content ?? []).filter((c: any) => c.type === "text").map((c: any) => c.text).join("\n");
+    const text = (r.content ?? []).filter((c) => c.type === "text").map((c) => c.text ?? "").join("\n");
     try { return JSON.parse(text); } catch { return text; }
   }
 }
@@ -209,15 +218,16 @@ export class McpClient {
 
 export type TraceEntry =
   | { kind: "model"; round: number; ms: number; content: string; calls: Call[]; invalid: string[] }
-  | { kind: "tool"; round: number; ms: number; name: string; arguments: any; result: unknown };
+  | { kind: "tool"; round: number; ms: number; name: string; arguments: unknown; result: unknown };
 
 export type LoopResult = { trace: TraceEntry[]; final: string | null; first: { calls: Call[]; invalid_blocks: number };
-                           results: unknown[]; messages: any[] };
+                           results: unknown[]; messages: ChatMessage[] };
 
 export type LoopOptions = {
-  baseUrl: string; apiKey?: string; model: string; tools: ToolSchema[]; messages: any[]; runTool: ToolRunner;
+  baseUrl: string; apiKey?: string; model: string; tools: ToolSchema[]; messages: ChatMessage[]; runTool: ToolRunner;
   maxRounds?: number; temperature?: number; maxTokens?: number; fetchFn?: typeof fetch; signal?: AbortSignal;
   onTrace?: (t: TraceEntry) => void;
+  origin?: string; // this page's origin, for the --cors_origins hint in errors
 };
 
 /** model -> tool calls -> results -> model ..., until a reply without calls or maxRounds model calls. */
@@ -231,23 +241,24 @@ export async function runToolLoop(o: LoopOptions): Promise<LoopResult> {
   const push = (t: TraceEntry) => { trace.push(t); o.onTrace?.(t); };
   for (let round = 1; round <= (o.maxRounds ?? 4); round++) {
     const t0 = performance.now();
-    const resp = await fetchFn(o.baseUrl.replace(/\/+$/, "") + "/chat/completions", {
+    const url = o.baseUrl.replace(/\/+$/, "") + "/chat/completions";
+    const resp = await fetchFn(url, {
       method: "POST", signal: o.signal,
       headers: { "Content-Type": "application/json", ...(o.apiKey ? { Authorization: `Bearer ${o.apiKey}` } : {}) },
       body: JSON.stringify({ model: o.model, messages, tools: o.tools.length ? o.tools : undefined,
                              temperature: o.temperature ?? 0, max_tokens: o.maxTokens ?? 512 }),
     });
     const text = await resp.text();
-    if (!resp.ok) throw new Error(`HTTP ${resp.status} from ${o.baseUrl}: ${text.slice(0, 300)}`);
+    checkReply(resp, text, url, o.origin ?? "");
     const msg = JSON.parse(text).choices?.[0]?.message ?? {};
     const calls: Call[] = [], invalid: string[] = [];
-    const rawCalls: any[] = msg.tool_calls ?? [];
+    const rawCalls: RawCall[] = msg.tool_calls ?? [];
     for (const tc of rawCalls) {
       const raw = tc.function?.arguments;
       try {
         const args = typeof raw === "string" ? JSON.parse(raw || "{}") : raw;
         if (typeof tc.function?.name !== "string" || typeof args !== "object" || args === null || Array.isArray(args)) throw new Error();
-        calls.push({ name: tc.function.name, arguments: args });
+        calls.push({ name: tc.function.name, arguments: args as JsonObject });
       } catch {
         invalid.push(String(raw));
       }
@@ -261,10 +272,10 @@ export async function runToolLoop(o: LoopOptions): Promise<LoopResult> {
       const call = calls.find((c) => c.name === tc.function?.name);
       let result: unknown;
       const t1 = performance.now();
-      let args: any = null;
+      let args: unknown = null;
       try { args = typeof tc.function?.arguments === "string" ? JSON.parse(tc.function.arguments) : tc.function?.arguments; } catch { /* invalid */ }
-      if (call && args && typeof args === "object") {
-        try { result = await o.runTool(tc.function.name, args); } catch (e) { result = { error: (e as Error).message }; }
+      if (call && args && typeof args === "object" && !Array.isArray(args)) {
+        try { result = await o.runTool(call.name, args as JsonObject); } catch (e) { result = { error: (e as Error).message }; }
       } else {
         result = { error: "arguments are not a JSON object" };
       }
@@ -279,10 +290,11 @@ export async function runToolLoop(o: LoopOptions): Promise<LoopResult> {
 // --------------------------------------------------------------------------------- scoring (eval_tool_call.py)
 
 /** json.dumps(v, ensure_ascii=False, sort_keys=True): Python's separators ", " and ": ". */
-export function canonical(v: any): string {
+export function canonical(v: unknown): string {
   if (Array.isArray(v)) return "[" + v.map(canonical).join(", ") + "]";
   if (v && typeof v === "object") {
-    return "{" + Object.keys(v).sort().map((k) => JSON.stringify(k) + ": " + canonical(v[k])).join(", ") + "}";
+    const o = v as JsonObject;
+    return "{" + Object.keys(o).sort().map((k) => JSON.stringify(k) + ": " + canonical(o[k])).join(", ") + "}";
   }
   return JSON.stringify(v);
 }
