@@ -7,6 +7,7 @@ import shlex
 import subprocess
 
 
+from model.checkpoint import weight_path
 from model.runtime import ROOT
 from scripts.tutorial.common import jsonable_default, parser_flags, r
 from trainer.rl_utils import finish_rl_args
@@ -28,10 +29,17 @@ def stage_facts() -> list:
             finish_rl_args(args)
             from_weight = args.from_weight
         doc = (module.__doc__ or "").strip().splitlines()
+        args = parser.parse_args([])
+        # what the stage writes, from the trainer's own path code: LoRA writes an adapter folder under out/lora/
+        # (train_lora.adapter_dir), not a {save_weight}.pth like the other stages
+        if hasattr(module, "adapter_dir"):
+            output = module.adapter_dir(args).relative_to(ROOT).as_posix() + "/"
+        else:
+            output = weight_path(args.save_dir, args.save_weight, args.hidden_size, args.use_moe).relative_to(ROOT).as_posix()
         stages.append({
             "stage": name, "script": f"trainer/train_{name}.py", "summary": doc[0] if doc else "",
             "description": parser.description, "save_weight": defaults.get("save_weight"),
-            "from_weight": from_weight,
+            "from_weight": from_weight, "output": output,
             "defaults": {k: jsonable_default(defaults[k]) for k in (
                 "epochs", "batch_size", "learning_rate", "accumulation_steps", "max_seq_len", "warmup_steps")},
             "flags": parser_flags(parser, base),

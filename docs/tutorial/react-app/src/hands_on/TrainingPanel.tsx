@@ -212,11 +212,12 @@ export default function TrainingPanel() {
 
   // connect once on opening the tab when this browser tab already has a token (sessionStorage); from a timer, so
   // StrictMode's mount-unmount-mount in development cancels the first one instead of connecting twice
-  const connectSaved = useEffectEvent(() => { if (mgr.token) void connect(mgr); });
   useEffect(() => {
-    const t = setTimeout(() => connectSaved(), 0);
+    const saved = savedManager();
+    if (!saved.token) return;
+    const t = setTimeout(() => void connect(saved), 0);
     return () => clearTimeout(t);
-  }, []);
+  }, [connect]);
 
   // a run's progress as the run view polls it: the header line, and the same run's row in the history table
   const onRun = useCallback((run: Run) => {

@@ -1,6 +1,7 @@
 // @vitest-environment node
 import { describe, expect, it } from "vitest";
 import { aggregate, calculate, canonical, McpClient, runMockTool, runToolLoop, scoreCase, MOCK_TOOLS } from "./tools";
+import parity from "../data/tool-parity.json";
 
 describe("browser mock tools", () => {
   it("calculator does arithmetic and refuses anything else quickly", () => {
@@ -14,29 +15,29 @@ describe("browser mock tools", () => {
     }
   });
 
-  it("weather matches scripts/tool_mocks.py (sha256 of the city name)", async () => {
-    // python: tool_mocks.get_weather("Beijing") -> temperature 12? computed from sha256("beijing")
-    const w: any = await runMockTool("get_weather", { city: "Beijing" });
-    const h = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode("beijing")));
-    expect(w).toEqual({ city: "Beijing", temperature: (h[0] % 36) - 5, unit: "celsius",
-      condition: ["晴 sunny", "多云 cloudy", "小雨 light rain", "阴 overcast", "雷阵雨 thunderstorm", "雪 snow"][h[1] % 6],
-      humidity: 30 + (h[2] % 60), mock: true });
-    expect(await runMockTool("get_weather", { city: "" })).toEqual({ error: "city must be a non-empty string" });
-    expect(await runMockTool("nope", {})).toEqual({ error: "unknown tool 'nope'" });
+  // cases written by Python from scripts/tool_mocks.py's own functions (scripts/tutorial/hands_on.py); the Python
+  // test suite fails when the committed file is older than the mocks, so this compares with today's Python
+  it.each(parity.cases.map((c) => [c.name, JSON.stringify(c.arguments), c] as const))(
+    "%s(%s) returns what scripts/tool_mocks.py returns", async (_name, _args, c) => {
+      expect(await runMockTool(c.name, c.arguments, new Date(parity.now))).toEqual(c.result);
+    });
+
+  it("parity cases cover every mock tool", () => {
+    expect(new Set(parity.cases.map((c) => c.name))).toEqual(new Set([...MOCK_TOOLS.map((t) => t.function.name), "nope"]));
   });
 
   it("search and time", async () => {
-    const s: any = await runMockTool("search", { query: "LoRA", top_k: 2 });
+    const s = await runMockTool("search", { query: "LoRA", top_k: 2 }) as { results: { title: string }[] };
     expect(s.results[0].title).toBe("LoRA");
-    const t: any = await runMockTool("get_time", { timezone: "Asia/Shanghai" }, new Date(Date.UTC(2026, 0, 1, 0, 0, 0)));
+    const t = await runMockTool("get_time", { timezone: "Asia/Shanghai" }, new Date(Date.UTC(2026, 0, 1, 0, 0, 0)));
     expect(t).toEqual({ timezone: "Asia/Shanghai", datetime: "2026-01-01 08:00:00", weekday: "Thursday" });
-    expect((await runMockTool("get_time", { timezone: "Mars/Base" }) as any).error).toContain("unknown time zone");
+    expect((await runMockTool("get_time", { timezone: "Mars/Base" }) as { error: string }).error).toContain("unknown time zone");
   });
 });
 
 describe("tool loop", () => {
   it("model -> tool -> model, with a trace and the results fed back", async () => {
-    const bodies: any[] = [];
+    const bodies: { messages: unknown[] }[] = [];
     const replies = [
       { content: "", tool_calls: [{ id: "c1", type: "function", function: { name: "calculator", arguments: '{"expression": "6*7"}' } }] },
       { content: "答案是 42" },
@@ -68,7 +69,7 @@ describe("tool loop", () => {
 
 describe("MCP client", () => {
   it("calls fetch as a plain function: a browser's fetch called as a method of another object throws", async () => {
-    const bodies: any[] = [];
+    const bodies: { method: string }[] = [];
     // window.fetch throws "Illegal invocation" unless `this` is the window (or undefined); Node's fetch does not
     // check, so this stand-in does what the browser does
     const browserFetch = async function (this: unknown, _u: string, init: RequestInit) {

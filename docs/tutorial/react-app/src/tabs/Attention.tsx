@@ -8,16 +8,21 @@ import { shape as shapeText } from "./facts";
 export function AttentionTab() {
   const t = facts.tiny;
   const a = t.attention;
+  const small = facts.presets[0]; // MiniMind2-Small: the heads of the real model, next to the demo model's
   const [head, setHead] = useState(0);
   const [tokens, setTokens] = useState(2048);
   const labels = t.tokens.map(visible);
   return (
     <section>
       <h2>注意力、GQA 与 KV cache / Attention</h2>
-      <p>
-        <Src path="model/model_minimind.py" symbol="Attention" />：{a.n_heads} 个查询头共享 {a.n_kv_heads} 个 KV 头
-        （<Src path="model/model_minimind.py" symbol="repeat_kv" />），因果掩码，softmax(QKᵀ/√{a.head_dim})。
-        下图是小模型第 {a.layer} 层对句子「{t.sentence}」的真实注意力概率，由导出脚本用模型自己的 q/k 投影与{" "}
+      <p data-testid="attention-intro">
+        <Src path="model/model_minimind.py" symbol="Attention" />：几个查询头共享一个 KV 头（GQA，
+        <Src path="model/model_minimind.py" symbol="repeat_kv" />），因果掩码，softmax(QKᵀ/√head_dim)。
+        {small.title} 有 {small.config.num_attention_heads} 个查询头、{small.config.num_key_value_heads} 个 KV 头
+        （head_dim {small.config.head_dim}）。
+        下图用的是导出脚本训练的演示小模型（hidden {t.config.hidden_size}、{t.config.num_hidden_layers} 层），
+        只有 {a.n_heads} 个查询头、{a.n_kv_heads} 个 KV 头（head_dim {a.head_dim}），便于看清共享关系：
+        第 {a.layer} 层对句子「{t.sentence}」的真实注意力概率，由导出脚本用模型自己的 q/k 投影与{" "}
         <Src path="model/model_minimind.py" symbol="apply_rope" /> 计算，并与模块输出核对（最大差 {a.max_abs_diff_vs_module}）。
       </p>
       <div className="row">

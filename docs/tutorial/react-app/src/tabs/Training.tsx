@@ -40,7 +40,7 @@ export function TrainingTab() {
         <p>{s.summary}</p>
         <p className="muted">
           epochs {s.defaults.epochs} · batch {s.defaults.batch_size} · lr {s.defaults.learning_rate} · accumulation{" "}
-          {s.defaults.accumulation_steps} · max_seq_len {s.defaults.max_seq_len} · 输出 <code>{s.save_weight}</code>
+          {s.defaults.accumulation_steps} · max_seq_len {s.defaults.max_seq_len} · 输出 / writes <code data-testid="stage-output">{s.output}</code>
         </p>
         <details>
           <summary>全部 {s.flags.length} 个参数（本阶段特有或默认值不同的加粗）</summary>

@@ -20,7 +20,7 @@ export type Preset = {
   forward_trace: { batch: number; seq: number; rows: TraceRow[] };
 };
 export type Stage = {
-  stage: string; script: string; summary: string; description: string; save_weight: string; from_weight: string;
+  stage: string; script: string; summary: string; description: string; save_weight: string; from_weight: string; output: string;
   defaults: Record<string, number>; flags: Flag[];
 };
 export type Facts = {

@@ -41,3 +41,24 @@ describe("teaching tabs", () => {
     expect(container.querySelector("img")).toBeNull();
   });
 });
+
+describe("teaching content matches the code", () => {
+  it("the LoRA stage card names the adapter folder under out/lora/, not a pretrain weight", () => {
+    const C = teachingTabs.find((t) => t.id === "pipeline")!.component;
+    render(<C />);
+    fireEvent.click(screen.getByRole("button", { name: /→ lora$/ }));
+    expect(screen.getByTestId("stage-output").textContent).toMatch(/^out\/lora\/lora_identity_\d+\/$/);
+    fireEvent.click(screen.getByRole("button", { name: /^pretrain$/ }));
+    expect(screen.getByTestId("stage-output").textContent).toMatch(/^out\/pretrain_\d+\.pth$/);
+  });
+
+  it("the attention tab gives MiniMind's heads and the demo model's heads separately", () => {
+    const C = teachingTabs.find((t) => t.id === "attention")!.component;
+    render(<C />);
+    const intro = screen.getByTestId("attention-intro").textContent!;
+    const small = facts.presets[0].config;
+    expect(intro).toContain(`${small.num_attention_heads} 个查询头、${small.num_key_value_heads} 个 KV 头`);
+    expect(intro).toContain(`演示小模型`);
+    expect(intro.indexOf("演示小模型")).toBeLessThan(intro.indexOf(`${facts.tiny.attention.n_heads} 个查询头、${facts.tiny.attention.n_kv_heads} 个 KV 头`));
+  });
+});
