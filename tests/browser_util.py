@@ -2,6 +2,7 @@
 by Playwright (Playwright's own browser download does not work offline), a free port, polling a page, and the
 built web app docs/tutorial/react-app/dist, rebuilt (npm ci if needed, then vite build, ~5 s) when it is missing
 or older than a source file."""
+import os
 import shutil
 import socket
 import subprocess
@@ -20,9 +21,15 @@ try:
 except ImportError:
     sync_playwright = None
 
-needs_browser = pytest.mark.skipif(CHROMIUM is None or sync_playwright is None,
-                                   reason="needs /usr/bin/chromium (apt-get install chromium) and the playwright "
-                                          "package (CI installs both)")
+# In CI (.ci/run exports MM_REQUIRE_BROWSER=1; GitHub Actions sets CI=true) a missing browser FAILS the browser
+# tests instead of skipping them: a skipped browser test looks green while the pages were never opened.
+REQUIRE_BROWSER = os.environ.get("MM_REQUIRE_BROWSER") == "1" or os.environ.get("CI", "").lower() == "true"
+MISSING = ", ".join(what for what, ok in (("/usr/bin/chromium (apt-get install chromium)", CHROMIUM is not None),
+                                          ("the playwright package (pip install -r requirements.txt)",
+                                           sync_playwright is not None)) if not ok)
+
+needs_browser = pytest.mark.skipif(bool(MISSING) and not REQUIRE_BROWSER,
+                                   reason=f"needs {MISSING} (CI installs both and fails without them)")
 
 # What vite build reads: a newer mtime on any of these makes dist/ stale.
 APP_SOURCES = ["src", "index.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json"]
@@ -69,9 +76,16 @@ def ensure_built() -> Path:
 
 
 def launch_chromium():
-    """Playwright driving Debian's Chromium; yields one headless browser and closes it."""
+    """Playwright driving Debian's Chromium; yields one headless browser and closes it. A browser that is missing
+    or does not start fails the test (never a skip: needs_browser already decided that the test must run)."""
+    if MISSING:
+        pytest.fail(f"browser tests must run here (MM_REQUIRE_BROWSER / CI) but {MISSING} is missing; install it "
+                    "or unset MM_REQUIRE_BROWSER to skip them", pytrace=False)
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        except Exception as e:  # noqa: BLE001 - playwright raises its own Error types for every start failure
+            pytest.fail(f"Chromium at {CHROMIUM} did not start: {e}", pytrace=False)
         try:
             yield b
         finally:

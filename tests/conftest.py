@@ -6,6 +6,8 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
+from browser_util import launch_chromium
+
 
 def run_main(main, argv) -> subprocess.CompletedProcess:
     """A script's main(argv) in this process, as a CompletedProcess (exit code, captured stdout/stderr).
@@ -24,6 +26,6 @@ def run_main(main, argv) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def browser():
-    """One headless Chromium for all browser tests (tests/browser_util.py; they skip without it)."""
-    from browser_util import launch_chromium
+    """One headless Chromium for all browser tests (tests/browser_util.py: they skip without it, except in CI where
+    MM_REQUIRE_BROWSER=1 makes a missing or broken browser a failure)."""
     yield from launch_chromium()

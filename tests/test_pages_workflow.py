@@ -35,9 +35,10 @@ def test_build_job_tests_and_builds_the_app_folder():
     build = load()["jobs"]["build"]
     assert build["defaults"]["run"]["working-directory"] == APP_DIR
     runs = [s["run"] for s in build["steps"] if "run" in s]
-    assert [r.split()[:2] for r in runs] == [["npm", "ci"], ["npx", "vitest"], ["npm", "run"]]
+    assert [r.split()[:2] for r in runs] == [["npm", "ci"], ["npm", "run"], ["npx", "vitest"], ["npm", "run"]]
     scripts = json.loads((APP / "package.json").read_text(encoding="utf-8"))["scripts"]
-    assert "vite build" in scripts[runs[2].split()[2]]
+    assert scripts[runs[1].split()[2]] == "eslint . --max-warnings 0"
+    assert "vite build" in scripts[runs[3].split()[2]]
     actions = uses(build)
     node = actions["actions/setup-node"]["with"]
     assert node["cache-dependency-path"] == f"{APP_DIR}/package-lock.json" and (APP / "package-lock.json").exists()
