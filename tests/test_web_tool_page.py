@@ -4,6 +4,7 @@ answers with the tool's result plus an XSS string. The trace shows the request, 
 the final answer appears; the XSS string stays text (no element, no script run). Also: the page loads nothing
 external and never builds HTML from strings, and the real server's --cors_origins answers the browser's preflight.
 """
+import asyncio
 import json
 import re
 import socket
@@ -52,6 +53,12 @@ def make_stub_app(log: list):
     async def chat(request: Request):
         body = await request.json()
         log.append(body)
+        if body.get("model") == "slow":  # a server that never answers (until the page gives up or 30 s pass)
+            for _ in range(300):
+                if await request.is_disconnected():
+                    break
+                await asyncio.sleep(0.1)
+            return JSONResponse({"error": {"message": "too late"}}, status_code=504)
         reply = stub_reply(body)
         finish = "tool_calls" if "tool_calls" in reply else "stop"
         if not body.get("stream"):
@@ -257,3 +264,65 @@ def test_browser_calculator_refuses_huge_powers_without_eval(browser_page):
     assert page.evaluate(calc, "2**10 - 24/4") == 1018
     for expr in ("9**9**9**9", "alert(1)", "1/0", "10**400", "x" * 300):
         assert str(page.evaluate(calc, expr)).startswith("error: "), expr
+
+
+def last_error(page) -> str:
+    return page.locator("#chat .msg.error .body").last.text_content()
+
+
+@needs_browser
+def test_browser_cancel_and_timeout_give_send_back_on_a_slow_server(browser_page):
+    page, stub, errors, _ = browser_page
+    page.click("#clear")
+    page.fill("#model", "slow")
+    try:
+        n = len(stub.requests)
+        page.fill("#user-input", "hello")
+        page.click("#send")
+        wait_until(page, "document.getElementById('send').disabled && !document.getElementById('cancel').disabled")
+        deadline = time.time() + 10
+        while len(stub.requests) == n and time.time() < deadline:
+            time.sleep(0.05)
+        page.click("#cancel")
+        wait_until(page, "!document.getElementById('send').disabled", timeout=5)
+        assert last_error(page) == "已取消 / cancelled"
+        assert page.is_disabled("#cancel")
+        page.fill("#timeout", "1")
+        t0 = time.time()
+        page.fill("#user-input", "hello again")
+        page.click("#send")
+        wait_until(page, "!document.getElementById('send').disabled", timeout=10)
+        assert 0.9 <= time.time() - t0 < 8
+        assert "within 1 s" in last_error(page)
+    finally:
+        page.fill("#model", "minimind")
+        page.fill("#timeout", "120")
+    assert not errors, errors
+
+
+@needs_browser
+def test_browser_refuses_a_non_url_before_sending(browser_page):
+    page, stub, errors, requests = browser_page
+    page.click("#clear")
+    page.fill("#endpoint", "localhost 8998")
+    try:
+        sent = len(requests)
+        page.fill("#user-input", "hi")
+        page.click("#send")
+        wait_until(page, "document.querySelectorAll('#chat .msg.error').length === 1")
+        assert "is not a URL" in last_error(page) and len(requests) == sent
+        page.click("#check-endpoint")
+        assert "is not a URL" in page.inner_text("#status")
+    finally:
+        page.fill("#endpoint", stub.base_url)
+
+
+@needs_browser
+def test_browser_page_fits_a_phone(browser):
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        page.goto(PAGE.as_uri())
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"page is {width} px wide on a 390 px phone"
+    finally:
+        page.close()
