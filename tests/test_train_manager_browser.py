@@ -87,6 +87,18 @@ def test_training_tab_starts_watches_and_stops_a_run(manager, browser):
             page.fill(f"#flag-{flag}", value)
         preview = json.loads(page.inner_text("[data-testid=flags-preview]"))
         assert preview["hidden_size"] == 64 and preview["save_dir"] == f"out/{name}"
+        # errors show at their field and go away when it is fixed: a number past the trainer's bound, a field of
+        # spaces, a data file the manager does not list
+        for flag, bad, says in (("batch_size", "70000", "at most 65536"), ("max_seq_len", "  ", "only spaces"),
+                                ("data_path", "dataset/not_there.jsonl", "not in the manager's dataset list")):
+            page.fill(f"#flag-{flag}", bad)
+            assert says in page.inner_text(f"#flag-{flag}-error")
+            assert page.is_disabled("text=开始 / Start")
+            if flag == "batch_size":
+                shot(page, "training_field_error.png")
+            page.fill(f"#flag-{flag}", {"batch_size": "2", "max_seq_len": "64", "data_path": ""}[flag])
+            assert page.locator(f"#flag-{flag}-error").count() == 0
+        assert page.locator("[role=alert]").count() == 0
         page.click("text=开始 / Start")
         wait_until(page, "document.querySelector('[data-testid=log]').innerText.includes('step 3/')")
         wait_until(page, "Number(document.querySelector('[data-testid=loss-chart]').dataset.points) >= 3")
@@ -101,9 +113,24 @@ def test_training_tab_starts_watches_and_stops_a_run(manager, browser):
                                     ".right]; }")
         assert chart <= cell + 0.5, (chart, cell)
         shot(page, "training_running.png")
+        # typing a new manager address must not restart the shown run's log stream (it did on every keystroke)
+        streams = sum("/api/train/logs" in u for u in requests)
+        url_field = "input[placeholder*=\"this page's server\"]"
+        for typed in ("h", "ht", "htt", ""):
+            page.fill(url_field, typed)
+        page.wait_for_timeout(500)
+        assert sum("/api/train/logs" in u for u in requests) == streams
+        assert not [u for u in requests if re.match(r"^https?://[^/]+/(h|ht|htt)/api/", u)]
+        # the history row follows the run's steps while it runs
+        run_id = page.inner_text("h3:has-text('运行 / Run') code")
+        status_step = re.search(r"step (\d+)/", page.inner_text("[data-testid=run-status]")).group(1)
+        wait_until(page, f"(() => {{ const row = [...document.querySelectorAll('tr')].find(r => r.textContent.includes("
+                         f"'{run_id}')); return row && Number(row.children[3].textContent.split('/')[0]) >= "
+                         f"{status_step}; }})()", 10)
         page.click("text=停止 / Stop")
         wait_until(page, "document.querySelector('[data-testid=run-status]').innerText.startsWith('stopped')", 30)
         wait_until(page, "document.querySelector('[data-testid=log]').innerText.includes('[manager] stop')", 30)
+        assert "ETA" not in page.inner_text("[data-testid=run-status]")  # a stopped run has nothing left to wait for
         shot(page, "training_stopped.png")
         assert errors == []
         assert not [u for u in requests if "token" in u.lower()], "the token must never be in a URL"

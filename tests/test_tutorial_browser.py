@@ -16,7 +16,7 @@ import pytest
 
 from browser_util import APP, ensure_built, needs_browser
 from model.checkpoint import load_tokenizer
-from scripts.export_tutorial_data import CHAT_CASES, PARITY_TEXTS
+from scripts.tutorial.text_facts import CHAT_CASES, PARITY_TEXTS
 
 pytestmark = [pytest.mark.slow, needs_browser]
 
@@ -208,5 +208,97 @@ def test_tokenization_tab_ids_equal_the_python_tokenizer(site, browser, shots):
             assert shown == py_ids(expected), (generation_prompt, shown, py_ids(expected))
         page.screenshot(path=str(shots / "tokenization-chat-template.png"), full_page=True)
         assert problems == []
+    finally:
+        context.close()
+
+
+# ------------------------------------------------------------------------------------ a static host, a11y
+
+def test_static_host_connect_and_proxy_say_a_server_is_needed(site, browser, shots):
+    """GitHub Pages (here: a plain static server) has no /api or /v1 behind the page: Connect and the tool tab's
+    same-origin proxy preset say what to start instead of showing the host's whole 404 page."""
+    base, _ = site
+    context = browser.new_context(viewport=VIEWPORTS["desktop"])
+    page = context.new_page()
+    try:
+        page.goto(base + "#training")
+        page.fill("input[aria-label=token]", "some-token")
+        page.click("text=连接 / Connect")
+        alert = page.wait_for_selector("[role=alert]", timeout=15000).inner_text()
+        assert "python scripts/serve_train_manager.py" in alert and "GitHub Pages" in alert, alert
+        assert "<" not in alert and "Error response" not in alert and len(alert) < 600, alert
+        page.screenshot(path=str(shots / "training-static-host.png"), full_page=True)
+        page.click("[role=tab][href='#tools']")
+        page.select_option("select[aria-label='endpoint preset']", "proxy")
+        page.click("text=读取 /models")
+        alert = page.wait_for_selector("[role=alert]", timeout=15000).inner_text()
+        assert "python scripts/serve_openai_api.py --cors_origins http://127.0.0.1:" in alert, alert
+        assert "<" not in alert and len(alert) < 600, alert
+        page.select_option("select[aria-label='endpoint preset']", "custom")
+        page.fill("input[aria-label='custom endpoint']", "localhost:8998")
+        assert "only http" in page.inner_text("[data-testid=url-problem]")
+    finally:
+        context.close()
+
+
+def test_tab_bar_keyboard_and_the_active_tab_stays_in_view_on_a_phone(site, browser, shots):
+    base, _ = site
+    ids = teaching_tab_ids() + HANDS_ON
+    context = browser.new_context(viewport=VIEWPORTS["phone"], is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(base + "#architecture")
+        page.wait_for_selector("[role=tab][aria-selected=true]")
+        page.focus("[role=tab][aria-selected=true]")
+        for i in range(1, 4):
+            page.keyboard.press("ArrowRight")
+            page.wait_for_selector(f"[role=tab][href='#{ids[i]}'][aria-selected=true]")
+            assert page.evaluate("document.activeElement.getAttribute('href')") == f"#{ids[i]}"
+        assert page.url.endswith(f"#{ids[3]}")
+        page.keyboard.press("End")
+        page.wait_for_selector(f"[role=tab][href='#{ids[-1]}'][aria-selected=true]")
+        # the last tab starts far to the right of a 390 px screen: the tab bar scrolled it into view
+        box = page.eval_on_selector("[role=tab][aria-selected=true]", "e => { const r = e.getBoundingClientRect(); "
+                                    "return [r.left, r.right]; }")
+        assert 0 <= box[0] and box[1] <= VIEWPORTS["phone"]["width"] + 1, box
+        assert page.eval_on_selector_all("[role=tab]", "els => els.filter(e => e.tabIndex === 0).length") == 1
+        page.keyboard.press("Home")
+        page.wait_for_selector(f"[role=tab][href='#{ids[0]}'][aria-selected=true]")
+        page.goto(base + "#deployment")
+        page.wait_for_selector("[role=tab][href='#deployment'][aria-selected=true]")
+        page.wait_for_timeout(300)
+        box = page.eval_on_selector("[role=tab][aria-selected=true]", "e => { const r = e.getBoundingClientRect(); "
+                                    "return [r.left, r.right]; }")
+        assert 0 <= box[0] and box[1] <= VIEWPORTS["phone"]["width"] + 1, ("opened by URL", box)
+        page.screenshot(path=str(shots / "tab-bar-phone.png"))
+    finally:
+        context.close()
+
+
+CONTRAST = """sel => {
+  const rgb = s => s.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number);
+  const lum = c => { const [r, g, b] = c.map(v => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                     return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  return [...document.querySelectorAll(sel)].map(e => {
+    const st = getComputedStyle(e), a = lum(rgb(st.color)), b = lum(rgb(st.backgroundColor));
+    return [e.textContent.trim().slice(0, 20), (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+  });
+}"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_primary_buttons_meet_wcag_aa_contrast(site, browser, shots, theme):
+    base, _ = site
+    context = browser.new_context(viewport=VIEWPORTS["desktop"])
+    page = context.new_page()
+    try:
+        page.goto(base + "#pipeline")
+        page.evaluate(f"localStorage.setItem('mm-theme', '{theme}')")
+        page.reload()  # the theme is read once, at start
+        page.wait_for_selector(".btn.primary")
+        assert page.evaluate("document.documentElement.dataset.theme") == theme
+        ratios = page.evaluate(CONTRAST, ".btn.primary")
+        assert ratios and all(r >= 4.5 for _, r in ratios), ratios
+        page.screenshot(path=str(shots / f"pipeline-{theme}.png"))
     finally:
         context.close()

@@ -18,5 +18,7 @@ export default defineConfig({
   test: {
     environment: "jsdom",
     include: ["src/**/*.test.{ts,tsx}"],
+    // App.test.tsx reads the theme colours from styles.css (?raw) to check their contrast; other CSS stays empty
+    css: { include: [/styles\.css/] },
   },
 });

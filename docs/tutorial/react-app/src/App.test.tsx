@@ -1,9 +1,11 @@
-import { readFileSync } from "node:fs";
-import { describe, expect, it } from "vitest";
+import css from "./styles.css?raw";
+import { afterEach, describe, expect, it } from "vitest";
 import { render, screen, fireEvent, cleanup, waitFor } from "@testing-library/react";
 import App, { allTabs, nextTabIndex } from "./App";
 import { teachingTabs } from "./tabs";
 import { contrastRatio } from "./contrast";
+
+afterEach(cleanup);
 
 describe("App shell", () => {
   it("lists teaching tabs first, then the hands-on tabs", () => {
@@ -16,7 +18,7 @@ describe("App shell", () => {
     window.location.hash = "#training";
     render(<App />);
     expect(screen.getByRole("tab", { name: "训练管理" }).getAttribute("aria-selected")).toBe("true");
-    await screen.findByText("连接 / Connect"); // the lazy chunk arrived
+    await screen.findByText("连接 / Connect", {}, { timeout: 10000 }); // the lazy chunk arrived
     fireEvent.click(screen.getByRole("tab", { name: "工具测试" }));
     expect(screen.getByRole("tab", { name: "工具测试" }).getAttribute("aria-selected")).toBe("true");
     const before = document.documentElement.dataset.theme;
@@ -62,7 +64,7 @@ describe("App shell", () => {
 });
 
 describe("contrast (WCAG AA: 4.5:1 for normal text)", () => {
-  const css = readFileSync("src/styles.css", "utf-8"); // vitest runs in the app folder
+
   const theme = (selector: string) => {
     const block = css.slice(css.indexOf(selector)).split("}")[0];
     return Object.fromEntries([...block.matchAll(/--([\w-]+):\s*(#[0-9a-fA-F]{6})/g)].map((m) => [m[1], m[2]]));

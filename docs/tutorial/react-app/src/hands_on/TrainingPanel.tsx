@@ -150,6 +150,7 @@ function RunView({ conn, runId, onRun, onEnded, onError }: RunViewProps) {
 }
 
 const NO_EDITS: Record<string, string> = {};
+const OPEN_GROUPS = ["optimisation", "this stage", "model"]; // open at first: the flags most runs change
 
 export default function TrainingPanel() {
   const [mgr, setMgr] = useState<Manager>(savedManager);
@@ -168,6 +169,8 @@ export default function TrainingPanel() {
   const [viewId, setViewId] = useState<string | null>(null);
   const [current, setCurrent] = useState<Run | null>(null);
   const [busy, setBusy] = useState(false);
+  // groups the user opened (or that opened to show an error) stay open; a controlled `open` would close them again
+  const [openGroups, setOpenGroups] = useState<Record<string, boolean>>({});
 
   const stage = stages.find((s) => s.name === stageName);
   const stageEdits = edits[stageName] ?? NO_EDITS;
@@ -342,8 +345,10 @@ export default function TrainingPanel() {
               {built.errors.length ? <p className="error">先改正标红的字段 / fix the fields marked below ({built.errors.length})</p> : null}
               <div className="flag-groups">
                 {stage ? groupFlags(stage).map(([group, flags]) => (
-                  <details key={group} open={group.startsWith("optimisation") || group.startsWith("this stage") || group.startsWith("model")
-                                        || flags.some((f) => fieldErrors[f.name] !== undefined)}>
+                  <details key={group}
+                           open={(openGroups[group] ?? OPEN_GROUPS.some((g) => group.startsWith(g)))
+                                 || flags.some((f) => fieldErrors[f.name] !== undefined)}
+                           onToggle={(e) => { const open = e.currentTarget.open; setOpenGroups((o) => ({ ...o, [group]: open })); }}>
                     <summary>{group || "flags"}</summary>
                     <div className="flags">
                       {flags.map((f) => <FlagField key={f.name} flag={f} value={stageEdits[f.name]} error={fieldErrors[f.name]}
