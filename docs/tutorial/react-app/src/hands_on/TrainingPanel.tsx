@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useEffectEvent, useMemo, useRef, useState } from "react";
 import { api, followLog, saveManager, savedManager, type Manager } from "./api";
 import {
-  buildFlags, dataPathError, defaultText, effectiveDataPath, flagBounds, groupFlags, type FlagInfo, type StageInfo,
+  boundText, buildFlags, dataPathError, defaultText, effectiveDataPath, flagBounds, groupFlags, type FlagInfo, type StageInfo,
 } from "./flags";
 import LossChart from "./LossChart";
 import type { Point } from "./chart";
@@ -37,7 +37,7 @@ function boundsText(flag: FlagInfo): string {
   if (flag.type === "str" || flag.choices) return "";
   const { min, max } = flagBounds(flag);
   if (min === undefined && max === undefined) return "";
-  return ` · 范围 / range ${min ?? "…"} – ${max ?? "…"}`;
+  return ` · 范围 / range ${min ?? "…"} – ${max === undefined ? "…" : boundText(max)}`;
 }
 
 function FlagField({ flag, value, error, onChange }: {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildFlags, defaultText, groupFlags, parseFlagValue, type FlagInfo, type StageInfo } from "./flags";
+import { boundText, buildFlags, dataPathError, defaultText, groupFlags, parseFlagValue, type FlagInfo, type StageInfo } from "./flags";
 
 const f = (over: Partial<FlagInfo>): FlagInfo => ({
   name: "x", dest: "x", type: "str", default: null, choices: null, help: "", group: "g", kind: "value",
@@ -39,5 +39,31 @@ describe("flag form", () => {
     expect(buildFlags(stage, { trust_remote_code: "1", student_hidden_size: "64" }).flags).toEqual({});
     expect(groupFlags(stage).flatMap(([, fs]) => fs.map((x) => x.name))).not.toContain("student_hidden_size");
     expect(defaultText(stage.flags[1])).toBe("32 (cuda: 128)");
+  });
+});
+
+describe("checks before sending", () => {
+  it("a field of spaces is an error, not a silent default", () => {
+    const { flags, fieldErrors } = buildFlags(stage, { batch_size: "  ", learning_rate: " 1e-3 " });
+    expect(flags).toEqual({ learning_rate: 0.001 });
+    expect(fieldErrors.batch_size).toMatch(/only spaces; clear the field to use the default \(32 \(cuda: 128\)\)/);
+  });
+
+  it("numbers past the trainer's bounds are refused at the field", () => {
+    expect(parseFlagValue(stage.flags[1], "0").error).toBe("--batch_size: at least 1");
+    expect(parseFlagValue(stage.flags[1], "65537").error).toBe("--batch_size: at most 65536 (the manager refuses more)");
+    expect(parseFlagValue(stage.flags[1], "65536").value).toBe(65536);
+    expect(parseFlagValue({ ...stage.flags[1], max: 8 }, "9").error).toContain("at most 8"); // the manager's own bound wins
+    expect(boundText(2 ** 40)).toBe("2^40");
+    expect(boundText(65536)).toBe("65536");
+  });
+
+  it("a data file missing from dataset/ is caught before the run, deeper folders are left to the manager", () => {
+    const listed = [{ path: "dataset/pretrain_hq.jsonl" }, { path: "dataset/demo/pretrain_demo.jsonl" }];
+    expect(dataPathError("dataset/pretrain_hq.jsonl", listed)).toBeNull();
+    expect(dataPathError("./dataset/demo/pretrain_demo.jsonl", listed)).toBeNull();
+    expect(dataPathError("dataset/pretrian_hq.jsonl", listed)).toMatch(/not in the manager's dataset list/);
+    expect(dataPathError("dataset/mine/part1.jsonl", listed)).toBeNull();
+    expect(dataPathError(null, listed)).toBeNull();
   });
 });

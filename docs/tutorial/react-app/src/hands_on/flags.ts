@@ -27,6 +27,12 @@ export type FlagInfo = {
 
 export type StageInfo = { name: string; script: string; description: string; flags: FlagInfo[] };
 
+/** 1099511627776 -> "2^40": the trainer's "practically unbounded" limits are powers of two too long to read. */
+export function boundText(n: number): string {
+  const k = Math.log2(n);
+  return n >= 1 << 20 && Number.isInteger(k) ? `2^${k}` : String(n);
+}
+
 export function flagBounds(flag: FlagInfo): { min?: number; max?: number } {
   const min = flag.min ?? FLAG_BOUNDS.min[flag.dest] ?? FLAG_BOUNDS.min[flag.name];
   const max = flag.max ?? FLAG_BOUNDS.max[flag.dest] ?? FLAG_BOUNDS.max[flag.name];
@@ -53,7 +59,7 @@ export function parseFlagValue(flag: FlagInfo, text: string): { value?: string |
   if (typeof value === "number" && !flag.choices) {
     const { min, max } = flagBounds(flag);
     if (min !== undefined && value < min) return { error: `--${flag.name}: at least ${min}` };
-    if (max !== undefined && value > max) return { error: `--${flag.name}: at most ${max} (the manager refuses more)` };
+    if (max !== undefined && value > max) return { error: `--${flag.name}: at most ${boundText(max)} (the manager refuses more)` };
   }
   if (flag.choices && !flag.choices.some((c) => c === value || String(c) === String(value))) {
     return { error: `--${flag.name}: one of ${flag.choices.join(", ")}` };
