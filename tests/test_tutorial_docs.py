@@ -59,6 +59,25 @@ def test_reference_exists(chapter, path, symbol):
         assert symbol in file.read_text(encoding="utf-8"), f"{chapter}: `{symbol}` does not occur in {path}"
 
 
+SRC_TAG = re.compile(r'<Src path="([^"]+)"(?: symbol="([^"]+)")? />')
+APP_TABS = ROOT / "docs" / "tutorial" / "react-app" / "src" / "tabs"
+
+
+def app_references():
+    """The app's <Src path="..." symbol="..." /> links (each becomes a link to the source on GitHub)."""
+    for tab in sorted(APP_TABS.glob("*.tsx")):
+        for path, symbol in SRC_TAG.findall(tab.read_text(encoding="utf-8")):
+            yield pytest.param(tab.name, path, symbol, id=f"{tab.name}:{path}::{symbol}")
+
+
+@pytest.mark.parametrize("tab,path,symbol", list(app_references()))
+def test_app_source_link_exists(tab, path, symbol):
+    file = ROOT / path
+    assert file.is_file(), f"{tab}: <Src path={path!r}> names a file that does not exist"
+    if symbol and path.endswith(".py"):
+        assert symbol in python_symbols(file), f"{tab}: {path} defines no `{symbol}`"
+
+
 def commands():
     for chapter in CHAPTERS:
         for block in BASH_BLOCK.findall(chapter.read_text(encoding="utf-8")):

@@ -14,7 +14,7 @@ export function DeploymentTab() {
       <h2>部署 / Deployment</h2>
       <p>
         每条本仓库的命令在导出时都交给对应脚本的 <code>build_parser()</code> 解析过（见{" "}
-        <Src path="scripts/export_tutorial_data.py" symbol="validate_command" />），flag 改名会让导出失败。
+        <Src path="scripts/tutorial/stage_facts.py" symbol="validate_command" />），flag 改名会让导出失败。
         vLLM、llama.cpp、Ollama 的命令没有在本项目的机器上运行过。
       </p>
       {groups.map((g) => (

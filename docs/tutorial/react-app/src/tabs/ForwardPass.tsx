@@ -12,7 +12,7 @@ export function ForwardPassTab() {
     <section>
       <h2>前向传播 / Forward pass</h2>
       <p>
-        导出脚本（<Src path="scripts/export_tutorial_data.py" symbol="forward_trace" />）在该预设尺寸的真实模型上挂 forward hook，
+        导出脚本（<Src path="scripts/tutorial/model_facts.py" symbol="forward_trace" />）在该预设尺寸的真实模型上挂 forward hook，
         输入 batch {tr.batch}、{tr.seq} 个 token，记录每个模块的输出形状（只列第 0 层；其余各层相同）。
       </p>
       <PresetPicker value={key} onChange={setKey} />
