@@ -100,8 +100,9 @@ def test_training_tab_starts_watches_and_stops_a_run(manager, browser):
             assert page.locator(f"#flag-{flag}-error").count() == 0
         assert page.locator("[role=alert]").count() == 0
         page.click("text=开始 / Start")
-        wait_until(page, "document.querySelector('[data-testid=log]').innerText.includes('step 3/')")
-        wait_until(page, "Number(document.querySelector('[data-testid=loss-chart]').dataset.points) >= 3")
+        # the run view (log + curve) appears once the manager has answered the start with the run's id
+        wait_until(page, "document.querySelector('[data-testid=log]')?.innerText.includes('step 3/')")
+        wait_until(page, "Number(document.querySelector('[data-testid=loss-chart]')?.dataset.points) >= 3")
         wait_until(page, "document.querySelector('[data-testid=run-status]').innerText.includes('tokens/s')")
         n1 = int(page.get_attribute("[data-testid=loss-chart]", "data-points"))
         wait_until(page, f"Number(document.querySelector('[data-testid=loss-chart]').dataset.points) > {n1}")
