@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from model.runtime import UserError
+from model.model_minimind import YARN_DEFAULTS, precompute_rope, rope_inv_freq
+from model.runtime import ROOT, UserError
 from scripts.tutorial import export
 
 DATA = export.DEFAULT_OUT
@@ -88,13 +89,13 @@ def test_rope_values_are_the_model_codes(facts):
     theta = facts["rope"]["theta"]
     for row in facts["rope"]["per_head_dim"]:
         d = row["head_dim"]
-        plain = export.rope_inv_freq(d, theta)
-        yarn = export.rope_inv_freq(d, theta, dict(export.YARN_DEFAULTS))
+        plain = rope_inv_freq(d, theta)
+        yarn = rope_inv_freq(d, theta, dict(YARN_DEFAULTS))
         assert torch.allclose(torch.tensor(row["inv_freq"]), plain, rtol=1e-6)
         assert torch.allclose(torch.tensor(row["inv_freq_yarn"]), yarn, rtol=1e-6)
         assert row["inv_freq_yarn"][0] == row["inv_freq"][0]  # fastest pair untouched
         assert math.isclose(row["inv_freq_yarn"][-1], row["inv_freq"][-1] / 16, rel_tol=1e-5)  # slowest / factor
-    cos, _ = export.precompute_rope(64, 32768, theta, dict(export.YARN_DEFAULTS))
+    cos, _ = precompute_rope(64, 32768, theta, dict(YARN_DEFAULTS))
     for entry in facts["rope"]["table"]:
         assert torch.allclose(torch.tensor(entry["cos_yarn"]), cos[entry["position"], :32], atol=1e-6)
     dots = {(d["m"] - d["n"]): [] for d in facts["rope"]["relative_dot"]}
@@ -142,7 +143,7 @@ def test_tiny_model_values(facts):
 
 def test_tokenizer_parity_cases(facts):
     from model.checkpoint import load_tokenizer
-    tok = load_tokenizer(export.ROOT / "model")
+    tok = load_tokenizer(ROOT / "model")
     for case in facts["tokenizer"]["parity"]:
         assert tok(case["text"], add_special_tokens=False)["input_ids"] == case["ids"]
     tags = {t["content"]: t["id"] for t in facts["tokenizer"]["added_tokens"]}
