@@ -587,14 +587,14 @@ class Trainer:
             return True
         self.nonfinite_steps += 1
         self.optimizer.zero_grad(set_to_none=True)
-        what = f"loss {float(loss) if loss is not None else 'n/a'}, gradient norm {float(grad_norm)}"
+        what = (f"loss {float(loss):.4g}, " if loss is not None else "") + f"gradient norm {float(grad_norm):.4g}"
         if self.nonfinite_steps > self.args.max_nonfinite_steps:
             raise TrainingDiverged(
-                f"training diverged: step {self.step + 1} has a non-finite {what}, "
+                f"training diverged: step {self.step + 1} is not finite ({what}), "
                 f"{self.nonfinite_steps} step(s) in a row (--max_nonfinite_steps {self.args.max_nonfinite_steps}); "
                 f"stopped without saving. {self._last_good()} Lower --learning_rate (now "
                 f"{self.args.learning_rate:g}), keep --grad_clip on, or check the data around this step.")
-        self._say(f"warning: step {self.step + 1}: non-finite {what}; update skipped "
+        self._say(f"warning: step {self.step + 1} is not finite ({what}); update skipped "
                   f"({self.nonfinite_steps}/{self.args.max_nonfinite_steps} in a row before the run stops)")
         return False
 
