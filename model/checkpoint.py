@@ -345,13 +345,14 @@ def _numpy_array_globals() -> list:
     return names + [np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
-def load_resume_state(path: Path) -> dict:
+def load_resume_state(path: Path, allowed: tuple = ()) -> dict:
     """A resume state read with weights_only=True: tensors and plain Python data only, so a resume file copied in
-    from elsewhere cannot run code when loaded (weights_only=False would unpickle any object, os.system included)."""
+    from elsewhere cannot run code when loaded (weights_only=False would unpickle any object, os.system included).
+    `allowed` adds classes the caller knows to be plain data holders (unpickling one only sets its attributes)."""
     import pickle
     path = Path(path)
     try:
-        with torch.serialization.safe_globals(_numpy_array_globals()):
+        with torch.serialization.safe_globals(_numpy_array_globals() + list(allowed)):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))  # torch names the first forbidden object, e.g. posix.system

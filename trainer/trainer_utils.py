@@ -721,7 +721,7 @@ class Trainer:
         path = self.ckpt_path
         if not path.is_file():
             raise UserError(f"--from_resume 1 but no resume state at {path}; run once without it first")
-        state = load_resume_state(path)
+        state = load_resume_state(path, allowed=(DeviceDefault,))  # older files kept unresolved flag defaults
         check_state_matches(self.model, state["model"], path, what="resume state")
         unwrap(self.model).load_state_dict(state["model"])
         try:
