@@ -834,7 +834,8 @@ def reduce_logprobs(logp: torch.Tensor, mask: torch.Tensor, how: str = "mean") -
 # flag -> smallest value that makes sense; 0 for these would divide by zero or never log / save
 MINIMUM_FLAG_VALUES = {"batch_size": 1, "accumulation_steps": 1, "epochs": 1, "max_seq_len": 2, "log_interval": 1,
                        "save_interval": 1, "max_steps": 0, "warmup_steps": 0, "num_workers": 0, "grad_clip": 0,
-                       "learning_rate": 0, "hidden_size": 1, "num_hidden_layers": 1}
+                       "learning_rate": 0, "hidden_size": 1, "num_hidden_layers": 1,
+                       "max_nonfinite_steps": 0}
 
 
 # flag -> largest value that makes sense for these 26M-145M models; past it a typo would only fail later (out of
