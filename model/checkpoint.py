@@ -72,6 +72,8 @@ def _temp_path(path: Path) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: keep other processes' temp files
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
