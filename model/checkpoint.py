@@ -7,7 +7,8 @@ LoRA folders, and the models built from them.
     out/lora/{name}_{hidden}[_moe]/       PEFT adapter folder
 
 Trainers write through `save_weights`/`atomic_save`; eval_llm.py, the server, the converters and the web demo find and
-load through `resolve_weight`/`load_model`. Every write goes to a temp file that is then renamed.
+load through `resolve_weight`/`load_model`. Every write goes to a per-process temp file that is fsynced, then
+renamed; resume states are read with weights_only=True (`load_resume_state`), so a foreign file cannot run code.
 """
 import argparse
 import functools

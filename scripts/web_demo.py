@@ -3,18 +3,12 @@
     streamlit run scripts/web_demo.py                                   # then open http://localhost:8501
     streamlit run scripts/web_demo.py -- --weights_dir out/demo --api_base_url http://127.0.0.1:8998/v1
 
-Safe by default: the page serves only this machine unless whoever starts it chose an address (.streamlit/config.toml
-at the repository root sets 127.0.0.1; started from another folder, where Streamlit does not read it, visitors from
-other machines are refused: scripts/webchat/backend.py `visitor_gate`). Visitors pick weights only among the folders
-given with --weights_dir (default: out/ and its subfolders that hold weights, e.g. out/demo), never a path they type;
-API mode talks only to --api_base_url, set by whoever starts the demo.
-
-The sidebar picks the model: a native `out/{stage}_{hidden}[_moe].pth` (sizes from its sidecar) or a transformers
-folder found in the weights folder, optionally with a LoRA adapter from out/lora/, decoded in this process by the
-shared Engine; or an OpenAI-compatible server (scripts/serve_openai_api.py, vLLM) by base_url and model.
-History length, temperature, top_p and max tokens are sidebar settings. Answers stream in; a reasoning model's
-<think> part is shown in a collapsed section above the answer. Text is rendered as Markdown with HTML escaped
-(Streamlit's default): what the user or the model writes is never interpreted as HTML.
+Safe by default: only this machine is served unless whoever starts it chose an address (see docs/security_en.md);
+visitors pick weights only among the --weights_dir folders (default: out/ and its subfolders with weights), never a
+path they type; API mode talks only to --api_base_url. The sidebar picks a native `out/{stage}_{hidden}[_moe].pth`
+or a transformers folder (optionally with a LoRA adapter from out/lora/), decoded here by the shared Engine, or an
+OpenAI-compatible server (scripts/serve_openai_api.py, vLLM). Answers stream in; a reasoning model's <think> part is
+shown collapsed above the answer; Markdown is rendered with HTML escaped, so nothing typed is interpreted as HTML.
 """
 if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
     import sys
