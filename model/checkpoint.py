@@ -16,11 +16,13 @@ import glob
 import inspect
 import json
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from .model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters
@@ -341,7 +343,6 @@ def _numpy_array_globals() -> list:
     """What unpickling a numpy array needs: the RNG state in resume files written before the RNG states were stored
     as plain lists. `_reconstruct` only builds an ndarray; it runs no code of the file's choosing. Listed under both
     the numpy 2 (`numpy._core`) and numpy 1 (`numpy.core`) names, since the file records the writer's spelling."""
-    import numpy as np
     core = getattr(np, "_core", None) or np.core
     reconstruct = core.multiarray._reconstruct
     names = [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"),
@@ -353,7 +354,6 @@ def load_resume_state(path: Path, allowed: tuple = ()) -> dict:
     """A resume state read with weights_only=True: tensors and plain Python data only, so a resume file copied in
     from elsewhere cannot run code when loaded (weights_only=False would unpickle any object, os.system included).
     `allowed` adds classes the caller knows to be plain data holders (unpickling one only sets its attributes)."""
-    import pickle
     path = Path(path)
     try:
         with torch.serialization.safe_globals(_numpy_array_globals() + list(allowed)):
