@@ -7,17 +7,22 @@ LoRA folders, and the models built from them.
     out/lora/{name}_{hidden}[_moe]/       PEFT adapter folder
 
 Trainers write through `save_weights`/`atomic_save`; eval_llm.py, the server, the converters and the web demo find and
-load through `resolve_weight`/`load_model`. Every write goes to a temp file that is then renamed.
+load through `resolve_weight`/`load_model`. Every write goes to a per-process temp file that is fsynced, then
+renamed; resume states are read with weights_only=True (`load_resume_state`), so a foreign file cannot run code.
 """
 import argparse
 import functools
+import glob
+import inspect
 import json
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from .model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters
@@ -63,21 +68,80 @@ def ensure_writable_dir(folder: Path) -> None:
         raise UserError(f"output folder {folder} is not writable; choose another with --save_dir/--checkpoint_dir")
 
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temp file, then rename: an interrupted save leaves the previous file intact."""
+def _temp_path(path: Path) -> Path:
+    """A temp name of this process next to `path`: two writers of one file (a CLI run and the training manager)
+    never write into the same temp file, and a kill leaves `{name}.{pid}.tmp`, recognisable as stale."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: keep other processes' temp files
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # another user's process, or a platform without signal 0: keep its file
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list:
+    """Delete temp files of `path` left by a killed writer: `{name}.tmp` (older versions) and `{name}.{pid}.tmp` of a
+    process that is gone (a kill -9 mid-save of a 104M model leaves ~200 MB each). Returns what was removed."""
+    path, removed = Path(path), []
+    for tmp in path.parent.glob(glob.escape(path.name) + ".*tmp"):
+        middle = tmp.name[len(path.name) + 1:-len("tmp")].rstrip(".")
+        stale = middle == "" or (middle.isdigit() and (int(middle) == os.getpid() or not _pid_alive(int(middle))))
+        if stale:
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass  # read-only or already gone: the new save still goes through its own temp name
+    return removed
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """write(file) into a temp file, fsync it, rename it over `path`, fsync the folder: after a crash or power loss
+    the file is the old one or the complete new one (rename without fsync can leave a zero-length file on ext4)."""
     path = Path(path)
     ensure_writable_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    remove_stale_temps(path)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save through a temp file (see _atomic_write): an interrupted save leaves the previous file intact."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path)
-    ensure_writable_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def atomic_write_json(obj, path: Path) -> None:
@@ -120,12 +184,16 @@ def tokenizer_record(folder: Path) -> dict:
 
 def weights_tokenizer(weights: Path, given=None) -> Path:
     """The tokenizer folder to use with `weights`: --tokenizer_path when given, else the one its sidecar records,
-    else model/. Refuses a tokenizer whose vocabulary differs from the one the weights were trained with."""
+    else model/ with a warning when there is no sidecar at all. Refuses a tokenizer whose vocabulary differs from
+    the one the weights were trained with."""
     try:
-        record = (read_sidecar(weights) or {}).get("tokenizer")
+        sidecar = read_sidecar(weights)
     except ValueError:
-        record = None
+        sidecar = {}
+    record = (sidecar or {}).get("tokenizer")
     folder = repo_path(given) if given else (repo_path(record["path"]) if record else TOKENIZER_DIR)
+    if sidecar is None and not given and Path(weights).is_file():
+        warn_no_sidecar(Path(weights))
     if record and not given and not (folder / "tokenizer.json").is_file():
         raise UserError(f"{weights} was trained with the tokenizer in {record['path']}, which is gone; "
                         f"restore it or pass --tokenizer_path FOLDER with the same vocabulary")
@@ -136,10 +204,25 @@ def weights_tokenizer(weights: Path, given=None) -> Path:
     return folder
 
 
+def warn_no_sidecar(weights: Path) -> None:
+    """A .pth without our .json sidecar is most likely a MiniMind2 download, whose ids mean other strings in this
+    repo's tokenizer (4 of 6400 ids agree): paired with model/ it answers garbage, so say so loudly and name the fix."""
+    info(f"WARNING / 警告: {weights} has no sidecar ({sidecar_path(weights).name}), so nothing records which tokenizer "
+         f"it was trained with; using this repository's {display_path(TOKENIZER_DIR)}/. Weights downloaded from "
+         f"MiniMind (MiniMind2) need MiniMind's own tokenizer, or every answer is garbage: pass --tokenizer_path "
+         f"/path/to/minimind/model (the folder with MiniMind's tokenizer.json). If the weights were trained with "
+         f"this repository's tokenizer, pass --tokenizer_path {display_path(TOKENIZER_DIR)} to say so.\n"
+         f"  权重没有 .json 记录，不知道它配哪个分词器：MiniMind2 官方权重请用 --tokenizer_path 指向 MiniMind 的 model/ 目录。")
+
+
 def save_weights(model, path: Path, args: argparse.Namespace) -> None:
     """Half-precision state_dict in MiniMind2's layout, plus a JSON sidecar with config and training args."""
     model = unwrap(model)
     state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
+    bad = nonfinite_tensors(state)
+    if bad:  # never replace a good file with NaN weights (the trainer stops before this; other callers too)
+        raise UserError(f"not saving {path}: {len(bad)} of {len(state)} tensors hold NaN/inf in half precision "
+                        f"(e.g. {bad[0]}); the existing file is kept")
     atomic_save(state, path)
     config = {k: getattr(model.config, k) for k in SIDECAR_CONFIG_KEYS}
     tokenizer = repo_path(getattr(args, "tokenizer_path", None) or TOKENIZER_DIR)
@@ -217,16 +300,24 @@ def load_weights(model, path: Path, hint: str = "") -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file
         raise UserError(f"cannot read weight file {path}: {e}") from None
+    check_state_matches(model, state, path)
+    unwrap(model).load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def check_state_matches(model, state, path: Path, what: str = "weight file") -> None:
+    """UserError naming the file, the model's sizes and the first mismatches when `state` (a state_dict read from
+    `path`) does not fit `model` key for key and shape for shape; used for weights and resume states alike."""
     own = unwrap(model).state_dict()
+    if not isinstance(state, dict):
+        raise UserError(f"{what} {path} holds a {type(state).__name__}, not a state_dict")
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
+              for k in own if k in state and torch.is_tensor(state[k]) and state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        lines = [f"weight file {path} does not match the model "
-                 f"(hidden_size={unwrap(model).config.hidden_size}, "
-                 f"num_hidden_layers={unwrap(model).config.num_hidden_layers}, "
-                 f"use_moe={int(unwrap(model).config.use_moe)}):"]
+        cfg = unwrap(model).config
+        lines = [f"{what} {path} does not match the model (hidden_size={cfg.hidden_size}, "
+                 f"num_hidden_layers={cfg.num_hidden_layers}, use_moe={int(cfg.use_moe)}):"]
         if missing:
             lines.append(f"  {len(missing)} keys missing from the file, e.g. {missing[:3]}")
         if unexpected:
@@ -234,7 +325,51 @@ def load_weights(model, path: Path, hint: str = "") -> None:
         lines += [f"  shape mismatch {s}" for s in shapes[:3]]
         lines.append("  check --hidden_size / --num_hidden_layers / --use_moe against the file's .json sidecar")
         raise UserError("\n".join(lines))
-    unwrap(model).load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def nonfinite_tensors(state: dict, dtype: Optional[torch.dtype] = None) -> list:
+    """Names of floating-point tensors in a state_dict holding NaN or inf, once cast to `dtype` when given (fp16
+    weight files: a finite fp32 weight past 65504 becomes inf there). One host sync for all of them."""
+    names = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
+    if not names:
+        return []
+    # the largest magnitude per tensor decides (amax propagates NaN); casting only it costs one reduction, not a copy
+    peaks = torch.stack([state[k].detach().abs().amax().float() for k in names])
+    finite = torch.isfinite(peaks.to(dtype) if dtype is not None else peaks).cpu()
+    return [k for k, ok in zip(names, finite.tolist()) if not ok]
+
+
+def _numpy_array_globals() -> list:
+    """What unpickling a numpy array needs: the RNG state in resume files written before the RNG states were stored
+    as plain lists. `_reconstruct` only builds an ndarray; it runs no code of the file's choosing. Listed under both
+    the numpy 2 (`numpy._core`) and numpy 1 (`numpy.core`) names, since the file records the writer's spelling."""
+    core = getattr(np, "_core", None) or np.core
+    reconstruct = core.multiarray._reconstruct
+    names = [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"),
+             (reconstruct, "numpy._core.multiarray._reconstruct")]
+    return names + [np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_resume_state(path: Path, allowed: tuple = ()) -> dict:
+    """A resume state read with weights_only=True: tensors and plain Python data only, so a resume file copied in
+    from elsewhere cannot run code when loaded (weights_only=False would unpickle any object, os.system included).
+    `allowed` adds classes the caller knows to be plain data holders (unpickling one only sets its attributes)."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals() + list(allowed)):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))  # torch names the first forbidden object, e.g. posix.system
+        reason = f"it asks for {found.group(1)}" if found else str(e).strip().splitlines()[-1][:200]
+        raise UserError(f"resume state {path} holds Python objects that are not tensors or plain data, so it was "
+                        f"refused (loading it could run code; {reason})\n  only resume from files this "
+                        f"project wrote; delete it (or run without --from_resume) to start fresh") from None
+    except Exception as e:  # a truncated file (kill -9 of an older version mid-write) or not a torch file at all
+        raise UserError(f"cannot read resume state {path}: {type(e).__name__}: {str(e)[:300]}; delete it (or run "
+                        f"without --from_resume) to start fresh") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"{path} is not a resume state of this project (no 'model' entry)")
+    return state
 
 
 # the files that make up a tokenizer folder; the chat template lives inside tokenizer_config.json, which every
@@ -290,15 +425,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def weight_candidates(save_dir, stage: str) -> list:
     """(hidden_size, use_moe) of every `{stage}_{hidden}[_moe].pth` or `.json` in save_dir, sorted."""
-    pattern = re.compile(rf"^{re.escape(stage)}_(\d+)(_moe)?\.(pth|json)$")
     folder = repo_path(save_dir)
     found = set()
     if folder.is_dir():
         for f in folder.iterdir():
-            m = pattern.match(f.name)
-            if m:
-                found.add((int(m.group(1)), int(bool(m.group(2)))))
+            m = WEIGHT_NAME.match(f.stem + ".pth") if f.suffix in (".pth", ".json") else None
+            if m and m.group("stage") == stage:
+                found.add((int(m.group("hidden")), int(bool(m.group("moe")))))
     return sorted(found)
+
+
+def default_size(name: str):
+    """MiniMindConfig's default for a size field (hidden_size 512, num_hidden_layers 8: MiniMind2-Small), read
+    from the config class so this module never repeats the numbers."""
+    return inspect.signature(MiniMindConfig.__init__).parameters[name].default
 
 
 def sizes_from_state_dict(path: Path) -> dict:
@@ -320,10 +460,9 @@ def train_command(stage: str, cfg: dict, save_dir) -> str:
     cmd = f"python trainer/train_{script}.py"
     if script != stage:
         cmd += f" --save_weight {stage}"
-    if cfg.get("hidden_size", 512) != 512:
-        cmd += f" --hidden_size {cfg['hidden_size']}"
-    if cfg.get("num_hidden_layers", 8) != 8:
-        cmd += f" --num_hidden_layers {cfg['num_hidden_layers']}"
+    for name in ("hidden_size", "num_hidden_layers"):  # the trainers' defaults are the config's
+        if cfg.get(name, default_size(name)) != default_size(name):
+            cmd += f" --{name} {cfg[name]}"
     if cfg.get("use_moe"):
         cmd += " --use_moe 1"
     if str(save_dir) != "out":
@@ -335,7 +474,7 @@ def resolve_weight(args) -> tuple:
     """(weight path, MiniMindConfig kwargs, where the sizes came from) for the native .pth route.
 
     Sizes: command-line flags win, then the sidecar, then the tensor shapes of a sidecar-less file, then
-    MiniMind2-Small's 512/8/dense.
+    the config's defaults (MiniMind2-Small: 512 wide, 8 layers, dense).
     """
     hidden, moe = args.hidden_size, args.use_moe
     candidates = [c for c in weight_candidates(args.save_dir, args.weight) if moe is None or c[1] == moe]
@@ -345,7 +484,7 @@ def resolve_weight(args) -> tuple:
             pick = " or ".join(f"--hidden_size {h} --use_moe {m}" for h, m in candidates)
             raise UserError(f"{repo_path(args.save_dir)} holds several '{args.weight}' weights ({names}); "
                             f"choose one with {pick}")
-        hidden, moe = candidates[0] if candidates else (512, moe or 0)
+        hidden, moe = candidates[0] if candidates else (default_size("hidden_size"), moe or 0)
     elif moe is None:  # width given: take the dense file unless only a MoE one of that width exists
         moe = int([m for h, m in candidates if h == hidden] == [1])
     path = weight_path(args.save_dir, args.weight, hidden, moe)
@@ -359,7 +498,9 @@ def resolve_weight(args) -> tuple:
     elif path.is_file():
         cfg, source = sizes_from_state_dict(path), "no sidecar: sizes read from the tensor shapes"
     else:
-        cfg, source = {"num_hidden_layers": 8}, "no weight file or sidecar: assuming MiniMind2-Small 512/8/dense"
+        cfg = {"num_hidden_layers": default_size("num_hidden_layers")}
+        source = (f"no weight file or sidecar: assuming the default size {default_size('hidden_size')}/"
+                  f"{cfg['num_hidden_layers']}/dense (MiniMind2-Small)")
     cfg.update(hidden_size=hidden, use_moe=bool(moe))
     if args.num_hidden_layers is not None:
         cfg["num_hidden_layers"] = args.num_hidden_layers

@@ -3,16 +3,12 @@
     streamlit run scripts/web_demo.py                                   # then open http://localhost:8501
     streamlit run scripts/web_demo.py -- --weights_dir out/demo --api_base_url http://127.0.0.1:8998/v1
 
-Safe by default: .streamlit/config.toml (read when started from the repository root) binds 127.0.0.1; visitors
-pick weights only among the folders given with --weights_dir (default: out/ and its subfolders that hold weights,
-e.g. out/demo), never a path they type; API mode talks only to --api_base_url, set by whoever starts the demo.
-
-The sidebar picks the model: a native `out/{stage}_{hidden}[_moe].pth` (sizes from its sidecar) or a transformers
-folder found in the weights folder, optionally with a LoRA adapter from out/lora/, decoded in this process by the
-shared Engine; or an OpenAI-compatible server (scripts/serve_openai_api.py, vLLM) by base_url and model.
-History length, temperature, top_p and max tokens are sidebar settings. Answers stream in; a reasoning model's
-<think> part is shown in a collapsed section above the answer. Text is rendered as Markdown with HTML escaped
-(Streamlit's default): what the user or the model writes is never interpreted as HTML.
+Safe by default: only this machine is served unless whoever starts it chose an address (see docs/security_en.md);
+visitors pick weights only among the --weights_dir folders (default: out/ and its subfolders with weights), never a
+path they type; API mode talks only to --api_base_url. The sidebar picks a native `out/{stage}_{hidden}[_moe].pth`
+or a transformers folder (optionally with a LoRA adapter from out/lora/), decoded here by the shared Engine, or an
+OpenAI-compatible server (scripts/serve_openai_api.py, vLLM). Answers stream in; a reasoning model's <think> part is
+shown collapsed above the answer; Markdown is rendered with HTML escaped, so nothing typed is interpreted as HTML.
 """
 if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
     import sys
@@ -23,19 +19,23 @@ import argparse
 import sys
 from pathlib import Path
 
+import streamlit as st
+
+from model.chat_protocol import ReplyParser
+from scripts.webchat.backend import (  # noqa: F401 - local_models, lora_adapters, load_args: used by tests too
+    api_error_text,
+    load_args,
+    load_engine,
+    local_models,
+    lora_adapters,
+    stream_api,
+    stream_local,
+    visitor_gate,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-import streamlit as st  # noqa: E402
-
-from model.chat_protocol import ReplyParser, trained_context_len  # noqa: E402
-
 LOCAL, API = "本地权重 / local weights", "OpenAI 兼容 API / API"
 THINK_LABEL = "💭 思考过程 / reasoning"
-
-
-def weight_name(name: str):
-    from model.checkpoint import WEIGHT_NAME  # the one naming rule (imports torch, so only when needed)
-    return WEIGHT_NAME.match(name)
 
 
 def demo_options(argv=None) -> argparse.Namespace:
@@ -70,94 +70,10 @@ def folder_label(folder: Path) -> str:
         return str(folder)
 
 
-# ----------------------------------------------------------------------------------------------------- local models
-
-def local_models(folder: Path) -> list:
-    """Labels of what can be loaded from `folder`: native .pth files, then transformers folders (with a '/')."""
-    if not folder.is_dir():
-        return []
-    native = sorted(f.name for f in folder.glob("*.pth") if weight_name(f.name))
-    hf = sorted(d.name + "/" for d in folder.iterdir() if d.is_dir() and (d / "config.json").is_file())
-    return native + hf
-
-
-def lora_adapters(folder: Path) -> list:
-    lora = folder / "lora"
-    return sorted(d.name for d in lora.iterdir() if d.is_dir()) if lora.is_dir() else []
-
-
-def load_args(folder: Path, label: str, lora: str) -> argparse.Namespace:
-    """The arguments eval_llm.load_model takes, for one dropdown entry."""
-    args = argparse.Namespace(save_dir=str(folder), weight="full_sft", load_from=None, trust_remote_code=0,
-                              lora_weight=str(folder / "lora" / lora) if lora else None, hidden_size=None,
-                              num_hidden_layers=None, use_moe=None, inference_rope_scaling=0, device=None,
-                              tokenizer_path=OPTIONS.tokenizer_path)
-    m = weight_name(label)
-    if label.endswith("/"):
-        args.load_from = str(folder / label.rstrip("/"))
-    elif m:
-        args.weight, args.hidden_size, args.use_moe = m["stage"], int(m["hidden"]), int(bool(m["moe"]))
-    return args
-
-
 @st.cache_resource(show_spinner="加载模型 / loading the model…", max_entries=2)
 def load_local(folder: str, label: str, lora: str):
     """(Engine, tokenizer) for a dropdown entry; cached across reruns and sessions."""
-    from model.checkpoint import load_model
-    from model.engine import Engine
-    model, tokenizer = load_model(load_args(Path(folder), label, lora))
-    return Engine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0), tokenizer
-
-
-def stream_local(engine, tokenizer, messages: list, settings: dict):
-    """Text pieces of the reply, in whole characters, from the shared Engine."""
-    from model.chat_protocol import IncrementalDecoder
-    from model.engine import SamplingParams
-    limit = trained_context_len(engine.model.config)
-    history, question = messages[:-1], messages[-1:]
-    while True:  # drop the oldest turns while prompt + reply would not fit
-        text = tokenizer.apply_chat_template(history + question, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text)["input_ids"]
-        if len(ids) + settings["max_tokens"] <= limit or not history:
-            break
-        history = history[2:]
-    if len(ids) + settings["max_tokens"] > limit:
-        raise ValueError(f"the message takes {len(ids)} tokens; with max tokens {settings['max_tokens']} that "
-                         f"exceeds the model's {limit} positions. Write less or lower max tokens.")
-    params = SamplingParams(max_new_tokens=settings["max_tokens"], temperature=settings["temperature"],
-                            top_p=settings["top_p"])
-    decoder = IncrementalDecoder(tokenizer)
-    for step in engine.stream([ids], params):
-        for _, token_id in step:
-            yield "content", decoder.push(token_id)
-    yield "content", decoder.flush().rstrip("\ufffd")
-
-
-# --------------------------------------------------------------------------------------------------------- the API
-
-def stream_api(settings: dict, messages: list):
-    """("reasoning" | "content", text) pieces from an OpenAI-compatible server."""
-    import openai
-    client = openai.OpenAI(base_url=settings["base_url"], api_key=settings["api_key"] or "none", max_retries=0)
-    model = settings["model"] or client.models.list().data[0].id
-    stream = client.chat.completions.create(model=model, messages=messages, temperature=settings["temperature"],
-                                            top_p=settings["top_p"], max_tokens=settings["max_tokens"], stream=True)
-    for chunk in stream:
-        for choice in chunk.choices:
-            reasoning = getattr(choice.delta, "reasoning_content", None)
-            if reasoning:
-                yield "reasoning", reasoning
-            if choice.delta.content:
-                yield "content", choice.delta.content
-
-
-def api_error_text(e: Exception) -> str:
-    """The server's own message for API errors (openai puts the "error" object in e.body), else the exception."""
-    body = getattr(e, "body", None)
-    err = body.get("error", body) if isinstance(body, dict) else None
-    if isinstance(err, dict) and err.get("message"):
-        return f"{getattr(e, 'status_code', '')} {err['message']}".strip()
-    return f"{type(e).__name__}: {e}"
+    return load_engine(Path(folder), label, lora, OPTIONS.tokenizer_path)
 
 
 # -------------------------------------------------------------------------------------------------------------- UI
@@ -258,6 +174,12 @@ def answer(settings: dict, messages: list) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="MiniMind", page_icon="🤖")
+    verdict, message = visitor_gate(st.context.ip_address)
+    if verdict == "refuse":
+        st.error(message)
+        st.stop()
+    if verdict == "warn":
+        st.warning(message)
     if "messages" not in st.session_state:
         st.session_state.messages = []
     settings = sidebar()

@@ -176,7 +176,7 @@ def test_lora_trains_only_adapters_and_merges_exactly(chain):
 
     # the base weights inside the trained model are byte-identical to full_sft's (fp16 file -> fp32)
     base_file = torch.load(out / "full_sft_64.pth", weights_only=True)
-    state = torch.load(ckpt / "lora_identity_64_resume.pth", weights_only=False)["model"]
+    state = torch.load(ckpt / "lora_identity_64_resume.pth", weights_only=True)["model"]
     base_keys = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in state.items()
                  if "lora_" not in k}
     assert set(base_keys) == set(base_file)

@@ -99,6 +99,6 @@ def test_files_in_the_on_disk_format_load(tmp_path):
     train_pretrain.main(["--hidden_size", "64", "--num_hidden_layers", "2", "--device", "cpu", "--save_dir",
                          str(out), "--checkpoint_dir", str(ckpt), "--data_path", str(data), "--batch_size", "4",
                          "--max_seq_len", "32", "--accumulation_steps", "1", "--from_resume", "1"])
-    state = torch.load(ckpt / "pretrain_64_resume.pth", weights_only=False)
+    state = torch.load(ckpt / "pretrain_64_resume.pth", weights_only=True)
     assert state["step"] == 2 and state["batches_done"] == 2
 

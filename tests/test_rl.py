@@ -330,7 +330,7 @@ def test_grpo_script_on_the_bundled_prompts(warm, tmp_path):
     for key in ("reward", "reward_std", "reward_rule", "reward_format", "kl", "clip_frac", "resp_len", "tokens/s"):
         assert f" {key} " in proc.stdout, proc.stdout
     assert (warm.out / "grpo_64.pth").is_file() and (warm.out / "grpo_64.json").is_file()
-    assert torch.load(tmp_path / "grpo_64_resume.pth", weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "grpo_64_resume.pth", weights_only=True)["step"] == 2
 
 
 def test_grpo_under_bf16_autocast_as_on_cuda(warm, tmp_path, capsys):
@@ -355,14 +355,14 @@ def test_ppo_script_saves_actor_and_resumes_with_its_critic(warm, tmp_path, caps
     assert f"loaded {tmp_path / 'out' / 'full_sft_64.pth'}" in proc.stdout
     assert "reward: rule + fn" in proc.stdout and " reward_fn " in proc.stdout and " value_loss " in proc.stdout
     assert (tmp_path / "out" / "ppo_actor_64.pth").is_file()
-    state = torch.load(tmp_path / "ck" / "ppo_actor_64_resume.pth", weights_only=False)
+    state = torch.load(tmp_path / "ck" / "ppo_actor_64_resume.pth", weights_only=True)
     critic = state["extra"]["critic"]
     assert critic["value_head.weight"].abs().sum() > 0  # the zero-initialised head has trained
     assert len(state["optimizer"]["param_groups"]) == 2 and state["optimizer"]["param_groups"][1]["lr_scale"] == 10
 
     out = run_in_process(train_ppo, capsys, *common, "--max_steps", 4, "--from_resume", 1)
     assert "resumed from" in out and "step 3/4" in out and "step 1/" not in out
-    resumed = torch.load(tmp_path / "ck" / "ppo_actor_64_resume.pth", weights_only=False)
+    resumed = torch.load(tmp_path / "ck" / "ppo_actor_64_resume.pth", weights_only=True)
     assert resumed["step"] == 4
     assert not torch.equal(resumed["extra"]["critic"]["value_head.weight"], critic["value_head.weight"])
 
@@ -374,7 +374,7 @@ def test_spo_script_with_a_reward_model_and_tracker_resume(warm, reward_model_di
     proc = run_script("train_spo.py", *common, "--max_steps", 2)
     assert "reward: model" in proc.stdout and " reward_model " in proc.stdout and " baseline " in proc.stdout
     assert (warm.out / "spo_64.pth").is_file()
-    tracker = torch.load(tmp_path / "spo_64_resume.pth", weights_only=False)["extra"]["value_tracker"]
+    tracker = torch.load(tmp_path / "spo_64_resume.pth", weights_only=True)["extra"]["value_tracker"]
     assert tracker["alpha"] != 1.0 and tracker["last_logprob"] is not None  # 4 batches folded in
 
     # one prompt batch per step now, so the logged baseline is the saved tracker's

@@ -125,7 +125,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, pretrain_data):
     # all three runs as subprocesses with one thread each, so float reductions happen in the same order
     run_stage("train_pretrain.py", *common, "--save_dir", tmp_path / "a", "--checkpoint_dir", tmp_path / "ca",
               in_process=False)
-    reference = torch.load(tmp_path / "ca" / "pretrain_64_resume.pth", weights_only=False)
+    reference = torch.load(tmp_path / "ca" / "pretrain_64_resume.pth", weights_only=True)
 
     ckpt = tmp_path / "cb" / "pretrain_64_resume.pth"
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
@@ -137,12 +137,12 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, pretrain_data):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # mid-epoch, possibly mid-save: the atomic write keeps the last good file
     proc.wait()
-    interrupted = torch.load(ckpt, weights_only=False)
+    interrupted = torch.load(ckpt, weights_only=True)
     assert interrupted["step"] < reference["step"], "the run finished before it could be killed"
 
     run_stage("train_pretrain.py", *common, "--save_dir", tmp_path / "b", "--checkpoint_dir", tmp_path / "cb",
               "--from_resume", 1, in_process=False)
-    resumed = torch.load(ckpt, weights_only=False)
+    resumed = torch.load(ckpt, weights_only=True)
     assert resumed["step"] == reference["step"]
     for k, v in reference["model"].items():
         torch.testing.assert_close(resumed["model"][k], v, atol=1e-6, rtol=0)
@@ -163,8 +163,8 @@ def test_torchrun_two_processes_match_one_process(tmp_path, pretrain_data):
                           "--checkpoint_dir", str(tmp_path / "c2")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr
-    a = torch.load(tmp_path / "c1" / "pretrain_64_resume.pth", weights_only=False)["model"]
-    b = torch.load(tmp_path / "c2" / "pretrain_64_resume.pth", weights_only=False)
+    a = torch.load(tmp_path / "c1" / "pretrain_64_resume.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "c2" / "pretrain_64_resume.pth", weights_only=True)
     assert b["world_size"] == 2
     for k, v in a.items():
         torch.testing.assert_close(b["model"][k], v, atol=2e-5, rtol=1e-4)
@@ -179,10 +179,10 @@ def test_tracker_offline_run_continues_after_resume(backend, prefix, tmp_path, p
               "--wandb_backend", backend, "--log_dir", tmp_path / "logs", "--save_dir", tmp_path / "o",
               "--checkpoint_dir", tmp_path / "c"]
     run_stage("train_pretrain.py", *common, "--max_steps", 2, in_process=False)  # trackers keep global state
-    first = torch.load(tmp_path / "c" / "pretrain_64_resume.pth", weights_only=False)["run_id"]
+    first = torch.load(tmp_path / "c" / "pretrain_64_resume.pth", weights_only=True)["run_id"]
     assert first
     run_stage("train_pretrain.py", *common, "--max_steps", 4, "--from_resume", 1, in_process=False)
-    state = torch.load(tmp_path / "c" / "pretrain_64_resume.pth", weights_only=False)
+    state = torch.load(tmp_path / "c" / "pretrain_64_resume.pth", weights_only=True)
     assert state["step"] == 4 and state["run_id"] == first
     root = tmp_path / "logs" / ("wandb" if backend == "wandb" else "")
     runs = sorted(p.name for p in root.iterdir() if p.name.startswith(prefix))

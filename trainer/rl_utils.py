@@ -317,8 +317,8 @@ def train_rl(trainer: Trainer, make_rollout: Callable, loss_fn: Callable, iterat
                     trainer.backward(loss / len(rollouts))
                 trainer.count_tokens(rollout.num_tokens)
                 logged.append({**rollout.stats, **parts, "loss": float(loss.detach())})
-            trainer.optimizer_step()
             means = {k: sum(d[k] for d in logged) / len(logged) for k in logged[0]}
+            trainer.optimizer_step(means["loss"])  # a NaN/inf loss skips the update (or stops the run)
             trainer.after_step(means.pop("loss"), means)
             if trainer.done:
                 break

@@ -31,10 +31,13 @@ from model.checkpoint import (  # noqa: F401
     atomic_save,
     atomic_write_json,
     atomic_write_text,
+    check_state_matches,
     ensure_writable_dir,
     jsonable,
     load_tokenizer,
+    load_resume_state,
     load_weights,
+    nonfinite_tensors,
     read_sidecar,
     resume_path,
     save_weights,
@@ -58,6 +61,10 @@ from model.runtime import (  # noqa: F401
     repo_path,
     user_errors,
 )
+
+
+class TrainingDiverged(UserError):
+    """The loss, gradients or weights became NaN/inf: the run stops (exit code 2) without saving."""
 
 
 def seed_everything(seed: int) -> None:
@@ -153,6 +160,10 @@ def build_parser(description: str, **defaults) -> argparse.ArgumentParser:
     add("--accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
     add("--grad_clip", type=float, default=1.0, help="max global gradient norm (0 = off)")
     add("--max_steps", type=int, default=0, help="stop after N optimizer steps (0 = run all epochs)")
+    add("--max_nonfinite_steps", type=int, default=5,
+        help="skip up to N optimizer steps in a row whose loss or gradient norm is NaN/inf, then stop with exit code "
+             "2 keeping the last good save (0 = stop at the first; fp16's GradScaler skips overflowing gradients "
+             "itself, so there only a non-finite loss counts)")
     add("--seed", type=int, default=42, help="seed for init, data order and dropout")
     add = p.add_argument_group("device / 设备").add_argument
     add("--device", default=None, help="npu[:i] / cuda[:i] / mps / cpu; default: auto-detect (NPU > CUDA > MPS > CPU)")
@@ -318,7 +329,11 @@ def synchronize(device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------------------- the loop
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain Python data, so resume files load with weights_only=True (numpy's
+    key array is stored as a list of 624 ints; set_rng_state also accepts the arrays of older files)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (kind, keys.tolist(), pos, has_gauss, cached),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -416,6 +431,7 @@ class Trainer:
         self.optimizer = make_adamw(groups, args.learning_rate, ctx.device)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.dtype == torch.float16)
         self.epoch, self.batches_done, self.step, run_id = 0, 0, 0, None
+        self.last_saved_step = None  # what the divergence message points back to
         if args.from_resume:
             run_id = self._load_resume()
         self.tracker = ExperimentTracker(args, run_id) if args.use_wandb and ctx.is_main else None
@@ -427,6 +443,13 @@ class Trainer:
         self.tokens_seen = self._start_metrics_log() if ctx.is_main else 0
         self.bar = None
         self.loss_ema, self.ema_weight = 0.0, 0.0
+        self.lr = lr_at(self.step, self.total_steps, args.learning_rate, args.warmup_steps)  # set per optimizer step
+        self.throughput = {"tokens_per_s": 0.0, "mfu_percent": None}  # of the last log line (scripts/bench_train.py)
+        self.frames_after_warmup = None  # dynamo frames compiled by the end of the first step (see `recompiles`)
+        self._recompiles_reported = 0
+        self._loader = None  # built on first use by `loader()`
+        self.nonfinite_steps = 0  # optimizer steps in a row skipped for a NaN/inf loss or gradient norm
+        self.last_step_finite = True
         if ctx.is_main and sys.stderr.isatty():  # a live bar (stderr) for people; plain lines (stdout) always
             from tqdm import tqdm
             self.bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True)
@@ -496,7 +519,7 @@ class Trainer:
         importing torch and copying the dataset, took seconds per epoch); the batch sampler runs in this process,
         so `set_epoch` before each `iter()` still decides the order. Pinned memory on CUDA lets `non_blocking`
         copies overlap the previous step."""
-        if getattr(self, "_loader", None) is None:
+        if self._loader is None:
             workers = self.args.num_workers
             self._loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
                                       collate_fn=self.collate_fn, pin_memory=self.ctx.device.type == "cuda",
@@ -515,15 +538,21 @@ class Trainer:
         self.tokens += n * self.ctx.world_size
         self.tokens_seen += n * self.ctx.world_size  # cumulative, for the metrics log (never reset)
 
-    def optimizer_step(self) -> float:
-        """LR for this step (groups may carry an `lr_scale`), unscale, clip, step, zero; returns the LR."""
+    def optimizer_step(self, loss=None) -> float:
+        """LR for this step (groups may carry an `lr_scale`), unscale, clip, step, zero; returns the LR.
+
+        `loss` (this step's mean loss, tensor or float) and the gradient norm go through `check_finite_step`: a
+        NaN/inf step is skipped, too many in a row stop the run."""
         lr = lr_at(self.step, self.total_steps, self.args.learning_rate, self.args.warmup_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
+        self.scaler.unscale_(self.optimizer)  # a no-op without fp16's GradScaler
         if self.args.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.params, self.args.grad_clip)
-        self.scaler.step(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.args.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        if self.check_finite_step(loss, grad_norm):
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -534,6 +563,59 @@ class Trainer:
             self.frames_after_warmup = dynamo_frames()
         return lr
 
+    def check_finite_step(self, loss, grad_norm) -> bool:
+        """True when this step's loss and gradient norm are finite (on every rank). Otherwise the update is skipped
+        with a warning, and after more than --max_nonfinite_steps such steps in a row the run stops (TrainingDiverged,
+        exit code 2) before anything is saved, so the last good weights and resume state stay on disk.
+
+        One host sync per optimizer step (fp16's GradScaler already makes one); a NaN reaches every weight within
+        one AdamW step, so checking only at log or save time would be too late to skip it. Under GradScaler an
+        overflowing gradient is its normal signal to lower the scale (it skips that step itself), so only the loss
+        counts there."""
+        checks = [] if self.scaler.is_enabled() else [torch.isfinite(grad_norm)]
+        if loss is not None:
+            loss = loss.detach() if torch.is_tensor(loss) else torch.tensor(float(loss), device=grad_norm.device)
+            checks.append(torch.isfinite(loss).all())
+        if not checks:
+            return True
+        bad = (~torch.stack([c.to(grad_norm.device) for c in checks]).all()).to(torch.int32)
+        if self.ctx.distributed:  # the loss is per rank: all ranks must skip (or stop) together
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        self.last_step_finite = not bool(bad)
+        if self.last_step_finite:
+            self.nonfinite_steps = 0
+            return True
+        self.nonfinite_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        what = (f"loss {float(loss):.4g}, " if loss is not None else "") + f"gradient norm {float(grad_norm):.4g}"
+        if self.nonfinite_steps > self.args.max_nonfinite_steps:
+            raise TrainingDiverged(
+                f"training diverged: step {self.step + 1} is not finite ({what}), "
+                f"{self.nonfinite_steps} step(s) in a row (--max_nonfinite_steps {self.args.max_nonfinite_steps}); "
+                f"stopped without saving. {self._last_good()} Lower --learning_rate (now "
+                f"{self.args.learning_rate:g}), keep --grad_clip on, or check the data around this step.")
+        self._say(f"warning: step {self.step + 1} is not finite ({what}); update skipped "
+                  f"({self.nonfinite_steps}/{self.args.max_nonfinite_steps} in a row before the run stops)")
+        return False
+
+    def check_weights_finite(self) -> None:
+        """Stop (TrainingDiverged) when a weight holds NaN/inf, e.g. before a save: a bad file never replaces a good
+        one. Every rank checks its (identical) copy, so all stop together."""
+        bad = nonfinite_tensors(unwrap(self.model).state_dict(), torch.float16)  # as the weight file stores them
+        if bad:
+            total = sum(1 for v in unwrap(self.model).state_dict().values() if v.is_floating_point())
+            raise TrainingDiverged(
+                f"training diverged: after step {self.step} {len(bad)} of {total} weight tensors hold NaN/inf "
+                f"(e.g. {bad[0]}); not saved. {self._last_good()} Lower --learning_rate (now "
+                f"{self.args.learning_rate:g}) or keep --grad_clip on.")
+
+    def _last_good(self) -> str:
+        if self.last_saved_step is None:
+            return (f"This run saved nothing, so {display_path(self.out_path)} and {display_path(self.ckpt_path)} "
+                    f"are as they were before it.")
+        return (f"The last good save (step {self.last_saved_step}) is kept: {display_path(self.out_path)} and "
+                f"{display_path(self.ckpt_path)}.")
+
     def after_step(self, loss, parts: dict) -> None:
         """Log every `log_interval` steps and at the end; save every `save_interval` steps and at the end."""
         final = self.done
@@ -541,8 +623,9 @@ class Trainer:
             self.bar.update(1)
         # exponential moving average of the loss (0.9 per step, bias-corrected): the trend under a noisy loss
         loss = loss.detach() if torch.is_tensor(loss) else loss
-        self.loss_ema = 0.9 * self.loss_ema + 0.1 * loss
-        self.ema_weight = 0.9 * self.ema_weight + 0.1
+        if self.last_step_finite:  # a skipped NaN step would poison the average for good
+            self.loss_ema = 0.9 * self.loss_ema + 0.1 * loss
+            self.ema_weight = 0.9 * self.ema_weight + 0.1
         if self.ctx.is_main and (self.step % self.args.log_interval == 0 or final):
             self._check_recompiles()
             smooth = float(self.loss_ema / self.ema_weight)
@@ -553,11 +636,11 @@ class Trainer:
     @property
     def recompiles(self) -> int:
         """torch.compile frames compiled after the warm-up step (0 when shapes stay static; 0 uncompiled)."""
-        start = getattr(self, "frames_after_warmup", None)
+        start = self.frames_after_warmup
         return 0 if self.compile_options is None or start is None else dynamo_frames() - start
 
     def _check_recompiles(self) -> None:
-        if self.recompiles > getattr(self, "_recompiles_reported", 0):
+        if self.recompiles > self._recompiles_reported:
             self._recompiles_reported = self.recompiles
             self._say(f"warning: torch.compile recompiled {self.recompiles} time(s) after the first step; each "
                       f"stalls training (TORCH_LOGS=recompiles names the changed shape)")
@@ -613,6 +696,7 @@ class Trainer:
             os.fsync(f.fileno())
 
     def save(self) -> None:
+        self.check_weights_finite()  # on every rank, before rank 0 writes anything
         if not self.ctx.is_main:
             return
         written = self.save_fn(self.model) or self.out_path
@@ -620,8 +704,10 @@ class Trainer:
                      "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batches_done": self.batches_done,
                      "step": self.step, "world_size": self.ctx.world_size, "rng": rng_state(),
                      "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
-                     "run_id": self.tracker.run_id if self.tracker else None, "args": vars(self.args)},
+                     "run_id": self.tracker.run_id if self.tracker else None,
+                     "args": {k: v for k, v in vars(self.args).items() if jsonable(v)}},  # plain data: weights_only
                     self.ckpt_path)
+        self.last_saved_step = self.step
         self._say(f"saved {written} and {self.ckpt_path} (step {self.step})")
 
     def _say(self, msg: str) -> None:
@@ -635,10 +721,15 @@ class Trainer:
         path = self.ckpt_path
         if not path.is_file():
             raise UserError(f"--from_resume 1 but no resume state at {path}; run once without it first")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_resume_state(path, allowed=(DeviceDefault,))  # older files kept unresolved flag defaults
+        check_state_matches(self.model, state["model"], path, what="resume state")
         unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, RuntimeError) as e:  # e.g. LoRA's resume state for a full fine-tune
+            raise UserError(f"resume state {path} does not fit this run's optimizer ({e}); it was written by "
+                            f"another stage or with other trained parameters; delete it to start fresh") from None
         for name, obj in self.extra_state.items():
             if name not in state.get("extra", {}):
                 raise UserError(f"resume state {path} has no '{name}' state; it was written by another stage")
@@ -652,6 +743,7 @@ class Trainer:
         if batches_done >= self.batches_per_epoch:
             epoch, batches_done = epoch + 1, 0
         self.epoch, self.batches_done = epoch, batches_done
+        self.last_saved_step = self.step
         self.log(f"resumed from {path}: epoch {epoch + 1}, step {self.step}, "
                  f"{batches_done} batches of this epoch done")
         return state.get("run_id")
@@ -685,7 +777,7 @@ def train(args, ctx: Context, model, dataset, loss_fn: Callable, collate_fn=None
         for k, v in parts.items():
             group_parts[k] = group_parts.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v) / group_size
         if last_micro:
-            trainer.optimizer_step()
+            trainer.optimizer_step(group_loss)
             trainer.after_step(group_loss, group_parts)
             group_loss, group_parts = 0.0, {}
     trainer.finish()
@@ -742,7 +834,8 @@ def reduce_logprobs(logp: torch.Tensor, mask: torch.Tensor, how: str = "mean") -
 # flag -> smallest value that makes sense; 0 for these would divide by zero or never log / save
 MINIMUM_FLAG_VALUES = {"batch_size": 1, "accumulation_steps": 1, "epochs": 1, "max_seq_len": 2, "log_interval": 1,
                        "save_interval": 1, "max_steps": 0, "warmup_steps": 0, "num_workers": 0, "grad_clip": 0,
-                       "learning_rate": 0, "hidden_size": 1, "num_hidden_layers": 1}
+                       "learning_rate": 0, "hidden_size": 1, "num_hidden_layers": 1,
+                       "max_nonfinite_steps": 0}
 
 
 # flag -> largest value that makes sense for these 26M-145M models; past it a typo would only fail later (out of
@@ -753,7 +846,13 @@ MAXIMUM_FLAG_VALUES = {"batch_size": 65536, "accumulation_steps": 65536, "epochs
 
 
 def check_common_args(args) -> None:
-    """Refuse values of the shared flags that cannot work, naming the flag (before any model or data is built)."""
+    """Refuse values of the shared flags that cannot work, naming the flag (before any model or data is built).
+
+    Every float flag, the stage's own included, must be finite: `--learning_rate inf` trained NaN weights and
+    `nan` crashed inside AdamW. The training manager runs this same check before it starts a run."""
+    for flag, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{flag} {value}: must be a finite number")
     for flag, low in MINIMUM_FLAG_VALUES.items():
         value = getattr(args, flag, None)
         if isinstance(value, (int, float)) and value < low:  # a DeviceDefault is checked once resolved
