@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--temperature", type=float, default=0.0, help="0 = 贪心（可复现）/ 0 = greedy, reproducible")
     add("--top_p", type=float, default=1.0, help="nucleus 采样阈值 / nucleus sampling mass")
     add("--batch_size", type=int, default=32, help="本地权重一次解码的用例数 / cases decoded together")
-    add("--out", default=None, help="JSONL 结果 / per-case JSON lines + summary; default out/tool_eval_<weight>.jsonl")
+    add("--out", default=None, help="JSONL 结果 / per-case JSON lines + summary; default {save_dir}/tool_eval_<weight>.jsonl")
     return p
 
 
@@ -555,7 +555,8 @@ def main(argv=None) -> int:
         records, summary = evaluate(backend, cases, args.max_rounds)
         seconds = time.perf_counter() - t0
         target = args.base_url or args.weight
-        out = repo_path(args.out or f"out/tool_eval_{'api' if args.base_url else args.weight}.jsonl")
+        name = f"tool_eval_{'api' if args.base_url else args.weight}.jsonl"
+        out = repo_path(args.out) if args.out else repo_path(args.save_dir) / name  # next to the weights
         from model.checkpoint import atomic_write_text
         out.parent.mkdir(parents=True, exist_ok=True)
         tail = {"summary": summary, "target": target, "backend": backend.name, "seconds": round(seconds, 2),

@@ -187,10 +187,12 @@ def test_native_weights_through_the_engine(tmp_path, tokenizer):
     save_weights(model, tmp_path / "tool_sft_64.pth", argparse.Namespace())
     heldout = tmp_path / "h.jsonl"
     heldout.write_text(json.dumps(heldout_row(), ensure_ascii=False) + "\n", encoding="utf-8")
-    out = tmp_path / "e.jsonl"
+    # no --out: the results go to --save_dir (issue 32: they went to out/ whatever --save_dir said)
+    out = tmp_path / "tool_eval_tool_sft.jsonl"
     proc = run_main(ev.main, ["--save_dir", tmp_path, "--device", "cpu", "--data_path", heldout, "--max_new_tokens",
-                              8, "--max_rounds", 2, "--out", out])
+                              8, "--max_rounds", 2])
     assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and str(out) in proc.stdout, proc.stdout
     tail = json.loads(out.read_text(encoding="utf-8").splitlines()[-1])
     assert tail["backend"] == "engine" and tail["summary"]["all"]["cases"] == len(ev.SUITE) + 1
     proc = run_main(ev.main, ["--save_dir", tmp_path, "--device", "cpu", "--data_path", tmp_path / "nope.jsonl"])
