@@ -7,31 +7,16 @@ Measures, on the present device (or --device):
     (MINIMIND_DECODE=eager: no graphs, a host read per token) and transformers' `model.generate()`;
   * correctness checks in the device's dtype: engine greedy == HF greedy, grouped MoE == looped MoE.
 
-    python scripts/bench_model.py --preset small --device cuda
-    python scripts/bench_model.py --preset small base --skip_train --decode_batches 1 16 64 --new_tokens 256
+scripts/bench_model.py is the command; sizes are model.model_minimind.PRESETS.
 """
-if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
-    import sys
-    from pathlib import Path
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-from model.engine import Engine, SamplingParams  # noqa: E402
-from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters  # noqa: E402
-
-PRESETS = {
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-    "small": dict(hidden_size=512, num_hidden_layers=8),  # MiniMind2-Small, 25.8M
-    "base": dict(hidden_size=768, num_hidden_layers=16),  # MiniMind2, 104M
-    "moe": dict(hidden_size=640, num_hidden_layers=8, use_moe=True),  # MiniMind2-MoE, 145M
-}
+from model.engine import Engine, SamplingParams
+from model.model_minimind import PRESETS, MiniMindConfig, MiniMindForCausalLM, count_parameters
 
 
 def emit(**row):
@@ -146,8 +131,8 @@ def check(model, device, variants=False):
         emit(check="moe_grouped_equals_loop", max_abs_diff=(outs[0] - outs[1]).abs().max().item())
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), nargs="+", default=["tiny"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch_size", type=int, default=16, help="training micro-batch (sequences)")
@@ -161,7 +146,11 @@ def main():
                         help="bf16 checks of the default engine only, not of each variant (each compile costs minutes)")
     parser.add_argument("--unstacked", action="store_true",
                         help="also decode without stacked q/k/v and gate/up matmuls (what StackedProjections buys)")
-    args = parser.parse_args()
+    return parser
+
+
+def run(args) -> None:
+    """Every requested preset: checks, training throughput (unless --skip_train), decoding per batch size."""
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     for name in args.preset:
@@ -189,7 +178,3 @@ def main():
                  **({} if first_unstacked is None else {"compiled_unstacked_first_call_s": round(first_unstacked, 1)}),
                  speedup_vs_hf=round(fastest / hf, 2) if hf else None)
         model = eval_model = None
-
-
-if __name__ == "__main__":
-    main()

@@ -14,21 +14,14 @@ Modes:
 tokens/s is timed from after the first (warm-up / compile) optimizer step with the device synchronised; MFU uses the
 datasheet peak (trainer_utils.PEAK_FLOPS) and, with `--measure_peak`, the bf16 matmul peak measured on this device.
 
-    python scripts/bench_train.py                                   # 26M, 104M, 145M-MoE on the detected device
-    python scripts/bench_train.py --compare-defaults --measure_peak
-    python scripts/bench_train.py --e2e pretrain -- --epochs 8 --log_interval 10
+scripts/bench_train.py is the command; sizes are model.model_minimind.PRESETS. The stage scripts are imported
+here on purpose: what is measured is their own flags, defaults and main().
 """
-if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
-    import sys
-    from pathlib import Path
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import io
 import json
 import re
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import redirect_stdout
@@ -36,7 +29,8 @@ from contextlib import redirect_stdout
 import torch
 from torch.utils.data import Dataset
 
-from trainer import trainer_utils
+from model.model_minimind import PRESETS
+from trainer import train_full_sft, train_pretrain, trainer_utils
 from trainer.trainer_utils import (
     UserError,
     causal_lm_loss,
@@ -46,11 +40,7 @@ from trainer.trainer_utils import (
     init_distributed_mode,
     init_model,
     train,
-    user_errors,
 )
-
-# name -> (hidden_size, num_hidden_layers, use_moe): MiniMind2-Small, MiniMind2, MiniMind2-MoE; tiny for CPU checks
-PRESETS = {"small": (512, 8, 0), "base": (768, 16, 0), "moe": (640, 8, 1), "tiny": (64, 2, 0)}
 
 # --compare-defaults: name -> (batch_size, accumulation_steps, seq_len, use_compile); None = the device default
 CONFIGS = {"minimind": (32, 8, 340, 0), "default": (None, None, 340, None), "best": (128, 1, 512, 1)}
@@ -79,8 +69,8 @@ def bench(preset: str, args, out_dir: str, batch_size=None, accumulation=1, seq_
           label=None) -> dict:
     """One preset through `train` on synthetic tokens; None for batch/accumulation/compile = the pretrain stage's
     default for the device (what `train_pretrain.py` with no flags picks)."""
-    from trainer.train_pretrain import get_parser as pretrain_parser
-    hidden, layers, moe = PRESETS[preset]
+    size = PRESETS[preset]
+    hidden, layers, moe = size["hidden_size"], size["num_hidden_layers"], int(size.get("use_moe", False))
     steps = args.warmup_steps + args.steps
     seq_len = seq_len or args.seq_len
     flags = ["--hidden_size", str(hidden), "--num_hidden_layers", str(layers), "--use_moe", str(moe),
@@ -92,7 +82,7 @@ def bench(preset: str, args, out_dir: str, batch_size=None, accumulation=1, seq_
                         ("--use_compile", use_compile)):
         if value is not None:
             flags += [flag, str(value)]
-    targs = pretrain_parser().parse_args(flags)
+    targs = train_pretrain.get_parser().parse_args(flags)
     targs.data_path = "synthetic"
     ctx = init_distributed_mode(targs.device, targs.dtype)
     trainer_utils.resolve_device_defaults(targs, ctx.device.type, log=lambda msg: None)
@@ -142,8 +132,7 @@ TPS_RE = re.compile(r"step (\d+)/(\d+) .*tokens/s ([\d,]+)(?: MFU ([\d.]+)%)?")
 def e2e(stage: str, extra: list) -> dict:
     """Run a stage script's main() in this process and summarise its own log: steady tokens/s (median over log
     lines after the first step), wall-clock average (start-up, tokenizing, compile included), recompiles."""
-    import importlib
-    module = importlib.import_module(f"trainer.train_{stage}")
+    module = {"pretrain": train_pretrain, "full_sft": train_full_sft}[stage]
     seen = {}
     real_train = module.train
 
@@ -190,11 +179,8 @@ def device_name(device: torch.device) -> str:
     return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    stage_flags = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", nargs="+", choices=sorted(PRESETS), default=["small", "base", "moe"],
                    help="small = 26M (512/8), base = 104M (768/16), moe = 145M MoE (640/8), tiny = 64/2 (CPU checks)")
     p.add_argument("--compare-defaults", dest="compare", action="store_true",
@@ -212,35 +198,35 @@ def main(argv=None):
     p.add_argument("--warmup_steps", type=int, default=1, help="untimed steps before timing (the first is always)")
     p.add_argument("--use_compile", type=int, default=0, choices=[0, 1], help="torch.compile (CUDA only)")
     p.add_argument("--measure_peak", action="store_true", help="also report MFU against a measured bf16 matmul peak")
-    args = p.parse_args(argv)
-    with user_errors():
-        if args.e2e:
-            print(json.dumps(e2e(args.e2e, stage_flags)), flush=True)
-            return
-        kind = detect_device_type(args.device)
-        accelerated = kind in ("cuda", "npu")
-        args.batch_size = args.batch_size or (16 if accelerated else 4)
-        args.seq_len = args.seq_len or (512 if accelerated else 256)
-        args.steps = args.steps or (20 if accelerated else 3)
-        args.measured_peak = None
-        if args.measure_peak and accelerated:
-            device = init_distributed_mode(args.device, args.dtype).device
-            args.measured_peak = measure_matmul_peak(device)
-            print(json.dumps({"bench": "bf16_matmul_peak", "device_name": device_name(device),
-                              "tflops": round(args.measured_peak / 1e12, 1)}), flush=True)
-        with tempfile.TemporaryDirectory() as out_dir:  # the loop's final save goes here and is thrown away
-            for preset in args.preset:
-                if not args.compare:
-                    print(json.dumps(bench(preset, args, out_dir, args.batch_size, 1, args.seq_len,
-                                           args.use_compile)), flush=True)
-                    continue
-                for label in args.configs:
-                    batch, accumulation, seq_len, use_compile = CONFIGS[label]
-                    if not accelerated and label != "default":  # CPU: a quarter of the rows, same shape of run
-                        batch = max(1, batch // 8)
-                    print(json.dumps(bench(preset, args, out_dir, batch, accumulation, seq_len, use_compile,
-                                           label)), flush=True)
+    return p
 
 
-if __name__ == "__main__":
-    main()
+def run(args, stage_flags: list) -> None:
+    """The measurements the flags ask for, one JSON line each; stage_flags go to the stage script with --e2e."""
+    if args.e2e:
+        print(json.dumps(e2e(args.e2e, stage_flags)), flush=True)
+        return
+    kind = detect_device_type(args.device)
+    accelerated = kind in ("cuda", "npu")
+    args.batch_size = args.batch_size or (16 if accelerated else 4)
+    args.seq_len = args.seq_len or (512 if accelerated else 256)
+    args.steps = args.steps or (20 if accelerated else 3)
+    args.measured_peak = None
+    if args.measure_peak and accelerated:
+        device = init_distributed_mode(args.device, args.dtype).device
+        args.measured_peak = measure_matmul_peak(device)
+        print(json.dumps({"bench": "bf16_matmul_peak", "device_name": device_name(device),
+                          "tflops": round(args.measured_peak / 1e12, 1)}), flush=True)
+    with tempfile.TemporaryDirectory() as out_dir:  # the loop's final save goes here and is thrown away
+        for preset in args.preset:
+            if not args.compare:
+                print(json.dumps(bench(preset, args, out_dir, args.batch_size, 1, args.seq_len,
+                                       args.use_compile)), flush=True)
+                continue
+            for label in args.configs:
+                batch, accumulation, seq_len, use_compile = CONFIGS[label]
+                if not accelerated and label != "default":  # CPU: a quarter of the rows, same shape of run
+                    batch = max(1, batch // 8)
+                print(json.dumps(bench(preset, args, out_dir, batch, accumulation, seq_len, use_compile,
+                                       label)), flush=True)
+

@@ -1,28 +1,20 @@
-"""Terminal chat with any OpenAI-compatible server (scripts/serve_openai_api.py, vLLM, ...) via the `openai` client.
-
-    python scripts/serve_openai_api.py &                       # in another terminal
-    python scripts/chat_openai_api.py                          # http://127.0.0.1:8998/v1, the server's model
-    python scripts/chat_openai_api.py --base_url http://127.0.0.1:8000/v1 --model minimind   # vLLM
-    python scripts/chat_openai_api.py --tools tools.json       # offer functions; calls are shown and answered
+"""Terminal chat with any OpenAI-compatible server through the official `openai` client
+(scripts/chat_openai_api.py is the command).
 
 Reasoning (`reasoning_content`, or raw <think> tags from a server without a reasoning parser) is printed as
-[思考] before the answer. When the model calls a tool, the call is printed and you type the tool's result (an empty
-line skips it); the result goes back to the model, which then answers. /clear forgets the history, /exit quits.
-
-It needs only the `openai` package (no torch), so it also runs on a machine that merely talks to a remote server.
+[思考] before the answer. When the model calls a tool, the call is printed and the user types the tool's result
+(an empty line skips it); the result goes back to the model, which then answers. Only `openai` and
+model/chat_protocol.py are imported (no torch), so the client runs on a machine that merely talks to a server.
 """
-if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
-    import sys
-    from pathlib import Path
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-from model.chat_protocol import ReplyParser, read_questions  # noqa: E402
+import openai
+
+from model.chat_protocol import ReplyParser, read_questions
 
 DIM, RESET = "\033[2m", "\033[0m"
 
@@ -159,7 +151,6 @@ def ask_tool_results(tool_calls: list, echo: bool) -> list:
 
 
 def chat(client, args, tools) -> None:
-    import openai
     system = [{"role": "system", "content": args.system}] if args.system else []
     history = []  # whole turns: user message, assistant (tool calls, tool results), final assistant message
     echo = not sys.stdin.isatty()  # piped input is not shown by the terminal, so show it
@@ -205,12 +196,9 @@ def api_error_message(e) -> str:
     return str(e)
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="replace")
+def run(args) -> int:
+    """Check the flags, reach the server, pick the model, chat; a ClientError is one line and exit code 2."""
     try:
-        import openai
         if args.historys < 0:
             raise ClientError(f"--historys {args.historys}: must be 0 or more")
         if args.max_tokens < 1:
@@ -233,11 +221,3 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        sys.exit(130)

@@ -4,15 +4,17 @@ Architecture `llama`: same blocks, with two conventions of llama.cpp to follow. 
 pairs (GPT-J style) while MiniMind/HF rotate halves, so the rows of q_proj/k_proj are permuted per head (the same
 permutation llama.cpp's own HF converter applies). The tokenizer is the byte-level BPE ("gpt2" model) with the
 GPT-2 pre-tokenizer regex, which is what our tokenizers' ByteLevel(use_regex=True) pre-tokenizer runs.
-Used by `convert_to_hf.py --gguf`.
+Used by `convert_to_hf.py --gguf` and `export_gguf.py`. The `gguf` package is imported inside the functions that
+write: it is in requirements.txt but not in requirements_npu.txt, and convert_to_hf.py without --gguf must run there.
 """
 import json
+import math
 
 import numpy as np
 import torch
 
 from model.chat_protocol import trained_context_len
-from scripts.convert_common import TOKENIZER_DIR, UserError
+from scripts.convert.common import TOKENIZER_DIR, UserError
 
 # tokenizer.json's added tokens marked special are control tokens (never produced from plain text); the others
 # (<think>, <tool_call>, ...) are user-defined: matched as whole tokens in text, as the HF tokenizer does.
@@ -124,8 +126,6 @@ def write_gguf(model, path, dtype: torch.dtype, tokenizer_dir=TOKENIZER_DIR) -> 
 def add_yarn(w, yarn: dict) -> None:
     """llama.cpp multiplies cos/sin by (1 + 0.1 ln factor) on its own whenever YaRN is on; MiniMind uses
     attention_factor 1.0, so the stored attn factor cancels that term (1 / 1.277 for factor 16)."""
-    import math
-
     import gguf
     w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
     w.add_rope_scaling_factor(float(yarn["factor"]))

@@ -1,9 +1,6 @@
-"""Export a MiniMind .pth to a standard transformers folder that vLLM, SGLang, llama.cpp's converter and plain
-`AutoModelForCausalLM.from_pretrained` load without remote code; optionally a GGUF file for llama.cpp / Ollama.
-
-    python scripts/convert_to_hf.py --weight full_sft                  # -> out/minimind-hf (LlamaForCausalLM)
-    python scripts/convert_to_hf.py --weight full_sft --use_moe 1      # -> out/minimind-moe-hf (Qwen2MoeForCausalLM)
-    python scripts/convert_to_hf.py --weight full_sft --gguf           # + out/minimind-hf/minimind-f16.gguf
+"""A MiniMind .pth as a standard transformers folder that vLLM, SGLang, llama.cpp's converter and plain
+`AutoModelForCausalLM.from_pretrained` load without remote code; optionally a GGUF file for llama.cpp / Ollama
+(scripts/convert_to_hf.py and scripts/export_gguf.py are the commands).
 
 Dense MiniMind is exactly Llama (same key names, rotate-half RoPE, SwiGLU, RMSNorm in fp32, tied embeddings).
 MoE MiniMind maps onto Qwen2-MoE: softmax top-k router, routed experts one to one, and the ungated shared expert
@@ -11,21 +8,16 @@ through Qwen2-MoE's sigmoid gate set to zero (sigmoid(0) = 0.5, so down_proj is 
 point). Every export is checked before it is put in place: the folder is loaded with plain transformers and its
 fp32 logits must match the native model's.
 """
-if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
-    import sys
-    from pathlib import Path
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
-import sys
 from pathlib import Path
 
-import torch  # noqa: E402
+import torch
+from transformers import AutoModelForCausalLM
 
 from model.chat_protocol import trained_context_len
-from model.model_minimind import rope_inv_freq  # noqa: E402
-from model.runtime import DTYPES, UserError, user_errors  # noqa: E402
-from scripts.convert_common import (  # noqa: E402
+from model.model_minimind import rope_inv_freq
+from model.runtime import DTYPES, UserError
+from scripts.convert.common import (
     VERIFY_TOLERANCE,
     add_checkpoint_args,
     atomic_output_dir,
@@ -41,6 +33,7 @@ from scripts.convert_common import (  # noqa: E402
     write_generation_config,
     write_json,
 )
+from scripts.convert.gguf import gguf_file_name, ollama_modelfile, write_gguf
 
 DEFAULT_OUTPUT = {False: "out/minimind-hf", True: "out/minimind-moe-hf"}
 
@@ -160,7 +153,6 @@ def verify_folder(folder: Path, model, dtype: torch.dtype) -> dict:
 
     Returns the measured numbers; raises UserError if the class, the RoPE frequencies or the logits differ.
     """
-    from transformers import AutoModelForCausalLM
     expected = "Qwen2MoeForCausalLM" if model.config.use_moe else "LlamaForCausalLM"
     hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     if type(hf).__name__ != expected:
@@ -186,6 +178,7 @@ def verify_folder(folder: Path, model, dtype: torch.dtype) -> dict:
 # ------------------------------------------------------------------------------------------------------------- main
 
 def convert(args) -> Path:
+    """Write and verify the folder (and with --gguf the GGUF file and an Ollama Modelfile); returns the folder."""
     dtype = DTYPES[args.dtype]
     path, model, _ = load_checkpoint(args)
     config = model.config
@@ -207,7 +200,6 @@ def convert(args) -> Path:
               f"model {result['max_logit_diff']:.2e} (fp32, 2x48 probe tokens), RoPE relative difference "
               f"{result['rope_rel_diff']:.1e}", flush=True)
         if args.gguf:
-            from scripts.export_gguf import gguf_file_name, ollama_modelfile, write_gguf
             gguf_path = tmp / gguf_file_name(dtype)
             write_gguf(model, gguf_path, dtype, tmp)
             (tmp / "Modelfile").write_text(ollama_modelfile(gguf_path.name, trained_context_len(config)), encoding="utf-8")
@@ -218,13 +210,3 @@ def convert(args) -> Path:
               f"---- Modelfile ----\n{ollama_modelfile(gguf_path.name, trained_context_len(config))}-------------------", flush=True)
     return out
 
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    with user_errors():
-        convert(args)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,5 @@
-"""MiniMind .pth <-> transformers folder in MiniMind's own format (model_type "minimind", remote code included).
-
-    python scripts/convert_model.py to_hf --weight full_sft                      # -> out/MiniMind2-hf
-    python scripts/convert_model.py to_pth --load_from ./MiniMind2 --save_weight full_sft   # -> out/full_sft_768.pth
+"""MiniMind .pth <-> transformers folder in MiniMind's own format (model_type "minimind", remote code included);
+scripts/convert_model.py is the command.
 
 `to_hf` writes config.json with `auto_map`, a copy of model/model_minimind.py, model.safetensors (the .pth tensors
 unchanged, lm_head left out because it is tied), the tokenizer and generation_config.json, so
@@ -10,22 +8,17 @@ unchanged, lm_head left out because it is tied), the tokenizer and generation_co
 trainers fine-tune with `--from_weight`. The round trip .pth -> folder -> .pth is bit-identical.
 For vLLM / llama.cpp, which do not run remote code, use scripts/convert_to_hf.py.
 """
-if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
-    import sys
-    from pathlib import Path
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
+import json
 import shutil
-import sys
 from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
-from model.checkpoint import save_weights, weight_path  # noqa: E402
-from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
-from model.runtime import ROOT, UserError, repo_path, user_errors  # noqa: E402
-from scripts.convert_common import (  # noqa: E402
+from model.checkpoint import save_weights, weight_path
+from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
+from model.runtime import ROOT, UserError, repo_path
+from scripts.convert.common import (
     TOKENIZER_FILES,
     add_checkpoint_args,
     atomic_output_dir,
@@ -92,7 +85,6 @@ def to_hf(args) -> Path:
 
 def load_minimind_folder(folder: Path) -> MiniMindForCausalLM:
     """This repository's MiniMind class over the folder's config and weights (no remote code is run)."""
-    import json
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise UserError(f"--load_from {folder}: no config.json there; pass a MiniMind transformers folder "
@@ -133,13 +125,3 @@ def to_pth(args) -> Path:
           f"{' --use_moe 1' if config.use_moe else ''}", flush=True)
     return path
 
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    with user_errors():
-        (to_hf if args.direction == "to_hf" else to_pth)(args)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,28 +17,24 @@ Tasks (`--tasks`, default all):
   is the primary number (the idiom choices differ in length, and the sum favours short ones). Chance is the mean
   of 1/len(choices); the 95% interval is Wilson's.
 - gen: greedy answers through model.engine.Engine: the rule-checkable items of dataset/demo/rlaif_demo.jsonl scored
-  with trainer/rl_rewards.is_correct (accuracy), and eval_llm.py's `auto` prompts (share of answers that end
-  with <|im_end|> before --max_new_tokens, plus the answers themselves as samples).
+  with trainer/rl_rewards.is_correct (accuracy), and the fixed prompts of `eval_llm.py auto`
+  (model.chat_protocol.CHAT_PROMPTS / PRETRAIN_PROMPTS: share of answers that end with <|im_end|> before
+  --max_new_tokens, plus the answers themselves as samples).
 
 Output: one JSON object per metric in --output (default {save_dir}/eval_bench.jsonl, which scripts/report.py
-reads) and a Markdown table on stdout; with --compare, one column per model.
+reads) and a Markdown table on stdout; with --compare, one column per model. scripts/eval_bench.py is the command.
 """
-if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
-    import sys
-    from pathlib import Path
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import copy
 import gc
 import json
 import math
 import random
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 
 from model.checkpoint import (
     WEIGHT_NAME,
@@ -51,6 +47,7 @@ from model.checkpoint import (
     resolve_weight,
     weights_tokenizer,
 )
+from model.chat_protocol import CHAT_PROMPTS, PRETRAIN_PROMPTS, build_prompt
 from model.engine import Engine, SamplingParams
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters
 from model.runtime import (
@@ -58,8 +55,8 @@ from model.runtime import (
     display_path,
     init_distributed_mode,
     repo_path,
-    user_errors,
 )
+from trainer.rl_rewards import final_answer, is_correct
 
 HELDOUT = "dataset/demo/eval_heldout.jsonl"
 MC_SETS = ["idiom=dataset/demo/eval_idiom_mc.jsonl", "poem=dataset/demo/eval_poem_nextline_mc.jsonl"]
@@ -300,7 +297,6 @@ def chat_ids(tokenizer, messages: list) -> list:
 
 def rl_accuracy(model, tokenizer, items: list, max_new_tokens: int, batch_size: int) -> dict:
     """{answer_type: (correct, n)} plus "all", answers checked with the RL rule reward's is_correct."""
-    from trainer.rl_rewards import final_answer, is_correct
     answers = generate_answers(model, tokenizer, [chat_ids(tokenizer, it["messages"]) for it in items],
                                max_new_tokens, batch_size)
     counts = defaultdict(lambda: [0, 0])
@@ -313,10 +309,9 @@ def rl_accuracy(model, tokenizer, items: list, max_new_tokens: int, batch_size: 
 
 
 def auto_answers(model, tokenizer, raw: bool, max_new_tokens: int, batch_size: int) -> list:
-    """eval_llm.py's `auto` prompts answered greedily: [{"prompt", "answer", "finish"}]."""
-    import eval_llm
-    prompts = eval_llm.PRETRAIN_PROMPTS if raw else eval_llm.CHAT_PROMPTS
-    ids = [eval_llm.build_prompt(tokenizer, [{"role": "user", "content": p}], raw) for p in prompts]
+    """The fixed prompts of `eval_llm.py auto` answered greedily: [{"prompt", "answer", "finish"}]."""
+    prompts = PRETRAIN_PROMPTS if raw else CHAT_PROMPTS
+    ids = [build_prompt(tokenizer, [{"role": "user", "content": p}], raw) for p in prompts]
     return [{"prompt": p, "answer": a, "finish": f}
             for p, (a, f) in zip(prompts, generate_answers(model, tokenizer, ids, max_new_tokens, batch_size))]
 
@@ -349,7 +344,6 @@ def spec_args(args, spec: str) -> argparse.Namespace:
 def load_untrained(args):
     """A randomly initialised model (seeded) with the sizes and tokenizer of --weight: the 'before' column."""
     if not is_native(args):
-        from transformers import AutoConfig
         cfg = AutoConfig.from_pretrained(str(repo_path(args.load_from))).to_dict()
         cfg = {k: v for k, v in cfg.items() if k in MiniMindConfig().to_dict()}
         tokenizer_dir = repo_path(args.tokenizer_path) if args.tokenizer_path else repo_path(args.load_from)
@@ -522,29 +516,23 @@ def check_args(args) -> None:
     parse_mc_sets(args.mc_sets)
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="replace")
-    with user_errors():
-        check_args(args)
-        specs = args.compare or [None]
-        rows = []
-        for spec in specs:
-            a = spec_args(args, spec) if spec is not None else copy.copy(args)
-            a.untrained = getattr(a, "untrained", False)
-            label = spec or (args.load_from if not is_native(args) else args.weight)
-            source = describe_source(a)
-            model, tokenizer = load_for_eval(a)
-            rows += evaluate(a, label, model, tokenizer, source)
-            del model
-            gc.collect()
-        output = repo_path(args.output) if args.output else repo_path(args.save_dir) / "eval_bench.jsonl"
-        atomic_write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), output)
-        print(markdown_table(rows), end="")
-        print(f"(JSON lines / 每项指标一行: {display_path(output)})", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run(args) -> list:
+    """Every model of --compare (or the one --weight) on every task; writes the JSON lines, prints the table and
+    returns the rows."""
+    check_args(args)
+    specs = args.compare or [None]
+    rows = []
+    for spec in specs:
+        a = spec_args(args, spec) if spec is not None else copy.copy(args)
+        a.untrained = getattr(a, "untrained", False)
+        label = spec or (args.load_from if not is_native(args) else args.weight)
+        source = describe_source(a)
+        model, tokenizer = load_for_eval(a)
+        rows += evaluate(a, label, model, tokenizer, source)
+        del model
+        gc.collect()
+    output = repo_path(args.output) if args.output else repo_path(args.save_dir) / "eval_bench.jsonl"
+    atomic_write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), output)
+    print(markdown_table(rows), end="")
+    print(f"(JSON lines / 每项指标一行: {display_path(output)})", flush=True)
+    return rows

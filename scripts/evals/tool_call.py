@@ -1,13 +1,9 @@
-"""Tool-calling evaluation: a multi-round model -> tool calls -> mock results -> model loop, scored.
-
-    python scripts/eval_tool_call.py --weight tool_sft                       # held-out set + hand-written suite
-    python scripts/eval_tool_call.py --weight full_sft --out out/tool_eval_full_sft.jsonl    # the "before" score
-    python scripts/eval_tool_call.py --base_url http://127.0.0.1:8998/v1     # our server, or vLLM on :8000/v1
-    python scripts/eval_tool_call.py --weight tool_sft --mode interactive    # chat with the mock tools
+"""Tool-calling evaluation: a multi-round model -> tool calls -> mock results -> model loop, scored
+(scripts/eval_tool_call.py is the command).
 
 Cases: the held-out file of scripts/data_prepare_toolcall.py (its first assistant turn is the expected call; the
 recorded tool results are replayed) and SUITE below (should-call, should-not-call, two calls, argument types,
-Chinese and English) on the mock tools of scripts/tool_mocks.py. Decoding is greedy by default, so a score is
+Chinese and English) on the mock tools of scripts/toolcall/tool_mocks.py. Decoding is greedy by default, so a score is
 reproducible. Native weights decode through the shared `model.engine.Engine`, batched over cases; an endpoint is
 driven with the official `openai` client (urllib when it is not installed).
 
@@ -22,25 +18,24 @@ Metrics (first reply unless said otherwise; "should-call" = cases whose expected
                           contains one of the result's values that the question did not already contain
 Output: one JSON line per case and a last {"summary": ...} line (--out), and a table on stdout.
 """
-if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
-    import sys
-    from pathlib import Path
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import collections
 import json
+import os
 import re
-import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from model.chat_protocol import parse_tool_call
-from model.runtime import UserError, repo_path, user_errors
-from scripts.tool_mocks import MOCK_TOOLS, RecordedTools, canonical, run_tool
+from dataset.lm_dataset import parse_chat_record
+from model.chat_protocol import parse_tool_call, read_questions
+from model.checkpoint import add_model_args, atomic_write_text, load_model
+from model.engine import Engine, SamplingParams
+from model.runtime import UserError, repo_path
+from scripts.toolcall.tool_mocks import MOCK_TOOLS, RecordedTools, canonical, run_tool
 
 BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 TOOLS_EXAMPLE = repo_path("scripts/tools_example.json")
@@ -104,7 +99,6 @@ def _json_or_text(text: str):
 
 def cases_from_rows(rows: list, prefix: str = "heldout") -> list:
     """Cases from SFT rows with tools: the prompt is everything before the first assistant turn."""
-    from dataset.lm_dataset import parse_chat_record
     out = []
     for n, row in enumerate(rows):
         chat = parse_chat_record(json.loads(json.dumps(row)))
@@ -222,7 +216,6 @@ class EngineBackend:
     """Native weights through the shared Engine; one batched generate per round over all unfinished cases."""
 
     def __init__(self, model, tokenizer, max_new_tokens: int, temperature: float, top_p: float, batch_size: int):
-        from model.engine import Engine, SamplingParams
         self.tokenizer = tokenizer
         self.engine = Engine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
         self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=0)
@@ -279,7 +272,6 @@ class APIBackend:
             body["tools"] = tools
         if self.client is not None:
             return self.client.chat.completions.create(**body).choices[0].message.model_dump()
-        import urllib.request
         req = urllib.request.Request(self.base_url + "/chat/completions", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {self.api_key or 'none'}"})
@@ -442,7 +434,6 @@ def evaluate(backend, cases: list, max_rounds: int) -> tuple:
 # -------------------------------------------------------------------------------------------- interactive
 
 def interactive(backend, tools: list, recorded: RecordedTools, max_rounds: int) -> None:
-    from model.chat_protocol import read_questions
     history: list = []
     names = ", ".join(t["function"]["name"] for t in tools)
     print(f"tools / 工具: {names}\n/clear 清空历史 clears the history, /exit quits", flush=True)
@@ -473,7 +464,6 @@ def interactive(backend, tools: list, recorded: RecordedTools, max_rounds: int) 
 # ---------------------------------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
-    from model.checkpoint import add_model_args
     p = argparse.ArgumentParser(description="工具调用评测 / tool-calling evaluation",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--mode", default="auto", choices=["auto", "interactive"],
@@ -499,17 +489,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--temperature", type=float, default=0.0, help="0 = 贪心（可复现）/ 0 = greedy, reproducible")
     add("--top_p", type=float, default=1.0, help="nucleus 采样阈值 / nucleus sampling mass")
     add("--batch_size", type=int, default=32, help="本地权重一次解码的用例数 / cases decoded together")
-    add("--out", default=None, help="JSONL 结果 / per-case JSON lines + summary; default {save_dir}/tool_eval_<weight>.jsonl")
+    add("--out", default=None,
+        help="JSONL 结果 / per-case JSON lines + summary; default {save_dir}/tool_eval_<weight>.jsonl")
     return p
 
 
 def make_backend(args):
-    import os
     if args.base_url:
         key = args.api_key or os.environ.get("MINIMIND_API_KEY")
         return APIBackend(args.base_url, args.model, key, args.max_new_tokens, args.temperature, args.top_p,
                           args.concurrency)
-    from model.checkpoint import load_model
     model, tokenizer = load_model(args)
     return EngineBackend(model, tokenizer, args.max_new_tokens, args.temperature, args.top_p, args.batch_size)
 
@@ -528,44 +517,37 @@ def load_cases(args) -> list:
     return cases
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="replace")
-    with user_errors():
-        for name in ("max_new_tokens", "max_rounds", "batch_size", "concurrency"):
-            if getattr(args, name) < 1:
-                raise UserError(f"--{name} {getattr(args, name)}: must be at least 1")
-        if args.mode == "interactive":
-            tools = MOCK_TOOLS + [t if "function" in t else {"type": "function", "function": t}
-                                  for t in json.loads(TOOLS_EXAMPLE.read_text(encoding="utf-8"))]
-            if args.tools:
-                tools = json.loads(repo_path(args.tools).read_text(encoding="utf-8"))
-            recorded = RecordedTools()
-            for path in ("dataset/sft_tool_call.jsonl", args.data_path):
-                if str(path).lower() != "none" and repo_path(path).is_file():
-                    for case in cases_from_rows(read_jsonl(repo_path(path))):
-                        recorded.results.update(case.recorded.results)
-                        recorded.names |= case.recorded.names
-            interactive(make_backend(args), tools, recorded, args.max_rounds)
-            return 0
-        cases = load_cases(args)
-        backend = make_backend(args)
-        t0 = time.perf_counter()
-        records, summary = evaluate(backend, cases, args.max_rounds)
-        seconds = time.perf_counter() - t0
-        target = args.base_url or args.weight
-        name = f"tool_eval_{'api' if args.base_url else args.weight}.jsonl"
-        out = repo_path(args.out) if args.out else repo_path(args.save_dir) / name  # next to the weights
-        from model.checkpoint import atomic_write_text
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tail = {"summary": summary, "target": target, "backend": backend.name, "seconds": round(seconds, 2),
-                "max_rounds": args.max_rounds, "temperature": args.temperature}
-        atomic_write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records + [tail]), out)
-        print(f"tool-calling eval of {target} ({backend.name}, {len(cases)} cases, {seconds:.1f} s) -> {out}")
-        print(table(summary))
+def run(args) -> int:
+    """The whole command for parsed flags (scripts/eval_tool_call.py); UserError for what the user can fix."""
+    for name in ("max_new_tokens", "max_rounds", "batch_size", "concurrency"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} {getattr(args, name)}: must be at least 1")
+    if args.mode == "interactive":
+        tools = MOCK_TOOLS + [t if "function" in t else {"type": "function", "function": t}
+                              for t in json.loads(TOOLS_EXAMPLE.read_text(encoding="utf-8"))]
+        if args.tools:
+            tools = json.loads(repo_path(args.tools).read_text(encoding="utf-8"))
+        recorded = RecordedTools()
+        for path in ("dataset/sft_tool_call.jsonl", args.data_path):
+            if str(path).lower() != "none" and repo_path(path).is_file():
+                for case in cases_from_rows(read_jsonl(repo_path(path))):
+                    recorded.results.update(case.recorded.results)
+                    recorded.names |= case.recorded.names
+        interactive(make_backend(args), tools, recorded, args.max_rounds)
+        return 0
+    cases = load_cases(args)
+    backend = make_backend(args)
+    t0 = time.perf_counter()
+    records, summary = evaluate(backend, cases, args.max_rounds)
+    seconds = time.perf_counter() - t0
+    target = args.base_url or args.weight
+    name = f"tool_eval_{'api' if args.base_url else args.weight}.jsonl"
+    out = repo_path(args.out) if args.out else repo_path(args.save_dir) / name  # next to the weights
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tail = {"summary": summary, "target": target, "backend": backend.name, "seconds": round(seconds, 2),
+            "max_rounds": args.max_rounds, "temperature": args.temperature}
+    atomic_write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records + [tail]), out)
+    print(f"tool-calling eval of {target} ({backend.name}, {len(cases)} cases, {seconds:.1f} s) -> {out}")
+    print(table(summary))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

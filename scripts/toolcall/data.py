@@ -1,10 +1,5 @@
-"""Tool-calling SFT data: one MiniMind SFT JSONL from the project's own corpus or a public function-calling set.
-
-    python scripts/data_prepare_toolcall.py                                   # local (offline): the bundled corpus
-    python scripts/data_prepare_toolcall.py --source hermes --max_samples 10000
-    python scripts/data_prepare_toolcall.py --source xlam --input xlam_function_calling_60k.json
-    python trainer/train_full_sft.py --data_path dataset/sft_tool_call.jsonl --from_weight full_sft \\
-        --save_weight tool_sft --max_seq_len 512
+"""Tool-calling SFT data: one MiniMind SFT JSONL from the project's own corpus or a public function-calling set
+(scripts/data_prepare_toolcall.py is the command).
 
 Sources (`--input` reads a local copy in the source's own layout; without it the hub path goes to `datasets`):
 
@@ -32,11 +27,6 @@ rows longer than --max_length tokens (the project tokenizer, rendered by the tem
 shuffled with --seed, then split: the held-out file shares no tool-call instance (name + arguments) with the
 training file; records that share an instance are kept on the same side.
 """
-if __package__ in (None, ""):  # run as a script: import from the repository root, not from this script's folder
-    import sys
-    from pathlib import Path
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 import argparse
 import ast
 import collections
@@ -47,7 +37,10 @@ import re
 import sys
 from pathlib import Path
 
-from model.runtime import UserError, repo_path, user_errors
+from dataset.lm_dataset import parse_chat_record
+from model.checkpoint import atomic_write_text, load_tokenizer
+from model.runtime import UserError, repo_path
+from scripts.toolcall.tool_mocks import canonical
 
 HUB = {"hermes": "NousResearch/hermes-function-calling-v1", "glaive": "glaiveai/glaive-function-calling-v2",
        "xlam": "Salesforce/xlam-function-calling-60k"}
@@ -183,7 +176,6 @@ def build_record(system: str, tools: list, turns: list) -> dict:
 
 def record_calls(row: dict) -> list:
     """(name, canonical arguments) of every call in a row: the tool-call instances the split keeps apart."""
-    from scripts.tool_mocks import canonical
     found = []
     for m in row["conversations"]:
         if m["role"] == "assistant":
@@ -504,17 +496,17 @@ def split_heldout(rows: list, ratio: float, seed: int) -> tuple:
     return [rows[i] for i in sorted(train)], [rows[i] for i in sorted(held)]
 
 
-def count_tokens(row: dict, tokenizer, parse_chat_record) -> int:
+def count_tokens(row: dict, tokenizer) -> int:
     chat = parse_chat_record(json.loads(json.dumps(row)))  # exactly what SFTDataset will render
     text = tokenizer.apply_chat_template(chat.messages, tools=chat.tools, tokenize=False)
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def fit_length(row: dict, tokenizer, max_length: int, parse_chat_record) -> tuple:
+def fit_length(row: dict, tokenizer, max_length: int) -> tuple:
     """(tokens, whether schemas were dropped): a row over max_length loses the schemas of tools it never calls,
     last first, keeping at least one, until it fits. A schema costs 150-270 tokens with the project tokenizer, so
     this keeps most corpus dialogues (one call plus distractor tools) inside MiniMind's 512."""
-    n = count_tokens(row, tokenizer, parse_chat_record)
+    n = count_tokens(row, tokenizer)
     system = row["conversations"][0]
     called = {name for name, _ in record_calls(row)}
     trimmed = False
@@ -524,7 +516,7 @@ def fit_length(row: dict, tokenizer, max_length: int, parse_chat_record) -> tupl
             break
         del system["functions"][unused[-1]]
         trimmed = True
-        n = count_tokens(row, tokenizer, parse_chat_record)
+        n = count_tokens(row, tokenizer)
     return n, trimmed
 
 
@@ -554,8 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def prepare(args) -> dict:
-    from model.checkpoint import load_tokenizer
-    from dataset.lm_dataset import parse_chat_record
+    """Read, convert, length-filter, split and write; returns the summary printed as one JSON line."""
     if not 0 <= args.heldout_ratio < 1:
         raise UserError(f"--heldout_ratio {args.heldout_ratio}: must be in [0, 1)")
     if args.max_samples < 1 or args.max_length < 16:
@@ -597,7 +588,7 @@ def prepare(args) -> dict:
             drop("duplicate", "an identical dialogue came earlier")
             continue
         seen.add(key)
-        n_tokens, trimmed = fit_length(row, tokenizer, args.max_length, parse_chat_record)
+        n_tokens, trimmed = fit_length(row, tokenizer, args.max_length)
         if n_tokens > args.max_length:
             drop("too_long", f"{n_tokens} tokens > --max_length {args.max_length}")
             continue
@@ -609,7 +600,6 @@ def prepare(args) -> dict:
         raise UserError(f"no usable records from {args.input or args.source} (dropped: {dict(dropped)}); "
                         f"check that the file has the {args.source} layout")
     train, held = split_heldout(kept, args.heldout_ratio, args.seed)
-    from model.checkpoint import atomic_write_text
     out = repo_path(args.output)
     held_out = repo_path(args.heldout_output) if args.heldout_output else out.with_name(out.stem + "_heldout.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -628,14 +618,3 @@ def prepare(args) -> dict:
         print(f"dropped {dropped[reason]} x {reason}, e.g. {detail}", file=sys.stderr)
     return summary
 
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    with user_errors():
-        summary = prepare(args)
-    print(json.dumps(summary, ensure_ascii=False))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
