@@ -242,8 +242,10 @@ def test_bad_input_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "missing.json: no such file" in proc.stderr
     bad = tmp_path / "bad.json"
     bad.write_text("[{\"query\": ", encoding="utf-8")
-    proc = run_main(data_prepare_toolcall.main, ["--source", "xlam", "--input", bad, "--output", tmp_path / "o.jsonl"])
+    proc = run_main(data_prepare_toolcall.main, ["--source", "xlam", "--input", bad, "--output",
+                                                 tmp_path / "o.jsonl"])
     assert proc.returncode == 2 and "not valid JSON" in proc.stderr
     empty = write_json(tmp_path / "e.json", [{"query": "q"}])
-    proc = run_main(data_prepare_toolcall.main, ["--source", "xlam", "--input", empty, "--output", tmp_path / "o.jsonl"])
+    proc = run_main(data_prepare_toolcall.main, ["--source", "xlam", "--input", empty, "--output",
+                                                 tmp_path / "o.jsonl"])
     assert proc.returncode == 2 and "no usable records" in proc.stderr and "bad_record" in proc.stderr

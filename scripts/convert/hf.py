@@ -202,11 +202,12 @@ def convert(args) -> Path:
         if args.gguf:
             gguf_path = tmp / gguf_file_name(dtype)
             write_gguf(model, gguf_path, dtype, tmp)
-            (tmp / "Modelfile").write_text(ollama_modelfile(gguf_path.name, trained_context_len(config)), encoding="utf-8")
+            modelfile = ollama_modelfile(gguf_path.name, trained_context_len(config))
+            (tmp / "Modelfile").write_text(modelfile, encoding="utf-8")
     print(f"wrote {out}", flush=True)
     if args.gguf:
         print(f"wrote {out / gguf_path.name} and {out / 'Modelfile'} (Ollama):\n"
               f"  cd {out} && ollama create minimind -f Modelfile && ollama run minimind\n"
-              f"---- Modelfile ----\n{ollama_modelfile(gguf_path.name, trained_context_len(config))}-------------------", flush=True)
+              f"---- Modelfile ----\n{modelfile}-------------------", flush=True)
     return out
 
