@@ -29,6 +29,8 @@ def sync(device):
 
 
 def timed(fn, device, warmup=2, iters=5):
+    """Seconds per call, averaged over `iters` after `warmup` untimed calls (the first calls pay for cuBLAS
+    heuristics, allocator growth and, with torch.compile, compilation); the device is synchronised around."""
     for _ in range(warmup):
         fn()
     sync(device)

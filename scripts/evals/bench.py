@@ -63,7 +63,7 @@ MC_SETS = ["idiom=dataset/demo/eval_idiom_mc.jsonl", "poem=dataset/demo/eval_poe
 RL_SET = "dataset/demo/rlaif_demo.jsonl"
 TASKS = ("heldout", "mc", "gen")
 LETTERS = "ABCDEFGHIJ"
-Z95 = 1.959964
+Z95 = 1.959964  # standard normal quantile at 97.5%: the half-width factor of a two-sided 95% interval
 
 
 # ------------------------------------------------------------------------------------------------------ reading data
@@ -166,6 +166,8 @@ def sequence_logprobs(model, sequences: list, batch_size: int = 16) -> list:
     """Summed log-prob of the scored tokens of each (ids, n_scored): the last n_scored tokens of ids, each given
     what precedes it. Batched by length (right padding, pads and context labelled -100), through the model's
     forward `labels=` token_logprobs, the same numbers the training loss is made of."""
+    # sorted by length so each batch pads to its own longest row: the demo MC pieces are 15-129 tokens (median 33)
+    # and held-out windows up to --window (512); one long row among short ones would pad them all to its length
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
     out = [0.0] * len(sequences)
     device = model_device(model)

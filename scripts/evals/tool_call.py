@@ -218,6 +218,7 @@ class EngineBackend:
     def __init__(self, model, tokenizer, max_new_tokens: int, temperature: float, top_p: float, batch_size: int):
         self.tokenizer = tokenizer
         self.engine = Engine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
+        # seed 0: with --temperature > 0 a rerun of the same weights gives the same score
         self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=0)
         self.limit = model.config.max_position_embeddings
         self.batch_size = batch_size
@@ -288,6 +289,8 @@ class APIBackend:
         return r
 
     def replies(self, convs: list) -> list:
+        # requests in parallel (default 8): a server batches them (ours continuously, vLLM too), so a round of
+        # 30 cases costs about one reply's latency instead of 30
         with ThreadPoolExecutor(max(1, self.concurrency)) as pool:
             return list(pool.map(self._one, convs))
 
@@ -345,6 +348,8 @@ def result_values(result) -> list:
     elif isinstance(result, (int, float)):
         out.append(str(result))
     elif isinstance(result, str) and len(result.strip()) >= 2:
+        # one character (a 是 / 的) appears in almost any answer, so it would prove nothing; a long value (a
+        # dictionary gloss of 100+ characters) is paraphrased, so only its first 20 characters are looked for
         out.append(result.strip()[:20])
     return out
 
@@ -357,6 +362,8 @@ def score_case(expected: list, first: dict, final: Optional[str], results: list,
     """Per-case flags (None = the metric does not apply to this case). `first` is the first round's entry."""
     should_call = bool(expected)
     pred = first.get("calls", [])
+    # a <tool_call> block that is not valid JSON still shows the model decided to call: it counts for detection
+    # (and against no_call_accuracy) but fails json_validity
     called = bool(pred) or first.get("invalid_blocks", 0) > 0
     s = {"should_call": should_call, "detected": None, "no_call_correct": None, "json_valid": None,
          "name_correct": None, "exact": None, "key_tp": 0, "key_pred": 0, "key_expected": 0, "uses_result": None}
@@ -370,6 +377,8 @@ def score_case(expected: list, first: dict, final: Optional[str], results: list,
         s["key_tp"], s["key_pred"], s["key_expected"] = sum((p & e).values()), sum(p.values()), sum(e.values())
     else:
         s["no_call_correct"] = not called
+    # a value the question or the call already contained (the city in a weather result) is no evidence that the
+    # answer read the result, so only new values count
     asked = question + " " + " ".join(canonical(c["arguments"]) for c in pred)
     values = [v for r in results for v in result_values(r) if v not in asked]
     if values:
