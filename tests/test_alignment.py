@@ -135,7 +135,8 @@ def load_native(path, **cfg):
     return model.eval()
 
 
-# the slowest test of the quick loop before issue 26: 46 s of CPU (chain fixture 9 s + 37 s; 265 s wall at load 19)
+# the slowest of the quick loop before issue 26: 46 s of CPU (chain fixture 9 s + 37 s; 265 s wall at load 19); the
+# full suite still runs it
 @pytest.mark.slow
 def test_dpo_then_reason_chain_and_dpo_widens_the_margin(chain):
     out, ckpt, data = chain
