@@ -178,7 +178,7 @@ def test_fp32_model_decodes_under_bf16_autocast_as_rl_rollouts_do():
     assert [r.token_ids for r in rows] == [expected[0], expected[0], expected[1], expected[1]]
 
 
-# the third slowest of the quick loop before issue 26: 42 s of CPU, nearly all of it torch.compile (232 s wall at
+# the third slowest of the quick loop before issue 26: 42 s of CPU for a torch.compile on CPU (232 s wall at
 # load 19); the full suite still runs it
 @pytest.mark.slow
 def test_compiled_decode_step_equals_eager_over_joins_and_buckets():
