@@ -12,7 +12,7 @@ What it writes (the app imports these files, so they are bundled into the static
   commands validated against each script's parser, and the Ascend Dockerfile / run_all_npu.sh stages.
 - tokenizer.json, tokenizer_config.json: byte copies of model/'s, loaded by @huggingface/tokenizers in the browser.
 - flag-bounds.json (the trainer's flag limits, shown in the training form) and tool-parity.json (mock-tool calls and
-  results from scripts/tool_mocks.py, which the browser copies must reproduce): scripts/tutorial/hands_on.py.
+  results from scripts/toolcall/tool_mocks.py, which the browser copies must reproduce): scripts/tutorial/hands_on.py.
 
 The logic lives in the scripts/tutorial/ package (model_facts, stage_facts, text_facts, hands_on, export); this
 file only parses the flags.

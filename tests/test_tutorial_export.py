@@ -61,7 +61,7 @@ def test_check_mode_names_the_stale_file_and_the_fix(fresh, tmp_path):
 
 def test_tool_parity_cases_are_tool_mocks_results(fresh):
     """tools.test.ts checks the browser mocks against these cases, so they must be the Python functions' output."""
-    from scripts import tool_mocks
+    from scripts.toolcall import tool_mocks
     cases = json.loads((fresh / export.PARITY_FILE).read_text(encoding="utf-8"))["cases"]
     weather = [c for c in cases if c["name"] == "get_weather" and "error" not in c["result"]]
     assert len(weather) >= 3 and {c["name"] for c in cases} >= {"get_weather", "calculator", "search", "get_time"}

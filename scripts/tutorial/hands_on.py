@@ -2,12 +2,12 @@
 
 - flag-bounds.json: the trainer's limits (trainer_utils.MINIMUM_FLAG_VALUES / MAXIMUM_FLAG_VALUES), shown at
   each field of the training form; the manager refuses a value outside them.
-- tool-parity.json: calls to scripts/tool_mocks.py's mock tools and what they return; tools.test.ts runs the
+- tool-parity.json: calls to scripts/toolcall/tool_mocks.py's mock tools and what they return; tools.test.ts runs the
   browser copies (src/hands_on/tools.ts) on the same calls and expects the same results.
 """
 import datetime
 
-from scripts import tool_mocks
+from scripts.toolcall import tool_mocks
 from trainer.trainer_utils import MAXIMUM_FLAG_VALUES, MINIMUM_FLAG_VALUES
 
 # fixed instant for get_time, so the export does not change with the clock: 2026-01-01 00:00 UTC (a Thursday)

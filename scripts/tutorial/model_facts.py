@@ -18,7 +18,7 @@ from model.model_minimind import (
 )
 from dataset.lm_dataset import PretrainDataset
 from model.runtime import ROOT
-from scripts.bench_model import PRESETS  # the presets move to model/ with issue 26; import from there then
+from model.model_minimind import PRESETS
 from scripts.tutorial.common import r
 from trainer.trainer_utils import lr_at, seed_everything
 

@@ -15,10 +15,10 @@ describe("browser mock tools", () => {
     }
   });
 
-  // cases written by Python from scripts/tool_mocks.py's own functions (scripts/tutorial/hands_on.py); the Python
+  // cases written by Python from scripts/toolcall/tool_mocks.py's own functions (scripts/tutorial/hands_on.py); the Python
   // test suite fails when the committed file is older than the mocks, so this compares with today's Python
   it.each(parity.cases.map((c) => [c.name, JSON.stringify(c.arguments), c] as const))(
-    "%s(%s) returns what scripts/tool_mocks.py returns", async (_name, _args, c) => {
+    "%s(%s) returns what scripts/toolcall/tool_mocks.py returns", async (_name, _args, c) => {
       expect(await runMockTool(c.name, c.arguments, new Date(parity.now))).toEqual(c.result);
     });
 

@@ -1,5 +1,5 @@
 /**
- * The tool playground's engine: browser copies of the safe mock tools of scripts/tool_mocks.py (same results:
+ * The tool playground's engine: browser copies of the safe mock tools of scripts/toolcall/tool_mocks.py (same results:
  * weather from SHA-256 of the city name, the same search notes, a calculator that parses arithmetic itself),
  * an MCP client (JSON-RPC over streamable HTTP to the manager's /mcp), the multi-round model <-> tool loop against
  * any OpenAI-compatible endpoint, and the scoring of scripts/eval_tool_call.py (score_case / aggregate).

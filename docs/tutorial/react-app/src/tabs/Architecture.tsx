@@ -25,7 +25,7 @@ export function ArchitectureTab() {
       <p>
         数值由 <Src path="scripts/tutorial/model_facts.py" symbol="preset_facts" /> 在 meta 设备上实例化{" "}
         <Src path="model/model_minimind.py" symbol="MiniMindForCausalLM" /> 得到（预设来自{" "}
-        <Src path="scripts/bench_model.py" symbol="PRESETS" />），不是手写的。
+        <Src path="model/model_minimind.py" symbol="PRESETS" />），不是手写的。
       </p>
       <PresetPicker value={key} onChange={setKey} />
       <div className="grid2">
