@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+
 from model.checkpoint import (  # noqa: F401
     SIDECAR_CONFIG_KEYS,
     TOKENIZER_DIR,
@@ -45,6 +46,7 @@ from model.checkpoint import (  # noqa: F401
     weight_stem,
     weights_tokenizer,
 )
+from model.distributed_checkpoint import dcp_folder
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters
 from model.runtime import (  # noqa: F401
     DTYPES,
@@ -58,6 +60,7 @@ from model.runtime import (  # noqa: F401
     repo_path,
     user_errors,
 )
+from trainer import fsdp
 
 
 def seed_everything(seed: int) -> None:
@@ -163,6 +166,10 @@ def build_parser(description: str, **defaults) -> argparse.ArgumentParser:
         help="torch.compile the model on CUDA; the first step compiles and is left out of tokens/s. Other devices: "
              "set MINIMIND_COMPILE_BACKEND (inductor needs a C compiler; eager/aot_eager do not). "
              "MINIMIND_COMPILE_MODE picks the mode (e.g. reduce-overhead)")
+    add("--fsdp", type=int, default=0, choices=[0, 1],
+        help="1 = FSDP2: shard weights, gradients and AdamW state across the processes (models past one card's "
+             "memory); resume state becomes a DCP folder {name}_resume.dcp that resumes at any process count. "
+             "Pretrain, SFT, DPO, reason, distillation; see docs/multi_gpu_en.md")
     add = p.add_argument_group("logging and saving / 日志与保存").add_argument
     add("--log_interval", type=int, default=100, help="log every N optimizer steps")
     add("--save_interval", type=int, default=1000, help="save weights and resume state every N optimizer steps")
@@ -379,11 +386,14 @@ class Trainer:
 
     def __init__(self, args, ctx: Context, model, dataset, collate_fn=None, log: Callable = print,
                  param_groups=None, extra_state: Optional[dict] = None, updates_per_group: int = 1,
-                 save_fn: Optional[Callable] = None):
+                 save_fn: Optional[Callable] = None, fsdp_supported: bool = False):
         self.args, self.ctx, self.model, self.dataset, self.collate_fn, self.log = (
             args, ctx, model, dataset, collate_fn, log)
         resolve_device_defaults(args, ctx.device.type, log)  # no-op after start_stage; for direct callers
         self.compile_options = self._compile_options()
+        self.fsdp = bool(getattr(args, "fsdp", 0))
+        if self.fsdp:
+            check_fsdp_supported(fsdp_supported, save_fn, param_groups, extra_state)
         # what a periodic/final save writes besides the resume state; LoRA writes an adapter folder instead
         self.save_fn = save_fn or (lambda m: save_weights(m, self.out_path, self.args))
         self.extra_state = extra_state or {}
@@ -411,10 +421,15 @@ class Trainer:
         if args.max_steps:
             self.total_steps = min(self.total_steps, args.max_steps)
 
+        if self.fsdp:  # before the optimizer: sharding replaces every Parameter by a DTensor one
+            fsdp.shard_model(model, ctx, self.compile_options)
+            log(f"FSDP2: {len(model.model.layers)} blocks + root sharded over {dist.get_world_size()} process(es), "
+                f"{fsdp.mixed_precision(ctx).param_dtype or torch.float32} compute, fp32 gradient reduction")
         groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = make_adamw(groups, args.learning_rate, ctx.device)
-        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.dtype == torch.float16)
+        self.scaler = (fsdp.make_grad_scaler(ctx) if self.fsdp
+                       else torch.amp.GradScaler(ctx.device.type, enabled=ctx.dtype == torch.float16))
         self.epoch, self.batches_done, self.step, run_id = 0, 0, 0, None
         if args.from_resume:
             run_id = self._load_resume()
@@ -455,6 +470,8 @@ class Trainer:
         return options
 
     def _wrap(self, model):
+        if self.fsdp:  # sharded (and its blocks compiled) in __init__, before the optimizer was built
+            return model
         if self.compile_options is not None:
             model = torch.compile(model, **self.compile_options)
             self.log(f"torch.compile ({', '.join(f'{k}={v}' for k, v in self.compile_options.items())}): the first "
@@ -504,7 +521,9 @@ class Trainer:
         return self._loader
 
     def no_sync(self, last_micro: bool):
-        """Skip DDP's gradient all-reduce on all but the last micro-batch of a group."""
+        """Skip DDP's gradient all-reduce (FSDP2's reduce-scatter) on all but the last micro-batch of a group."""
+        if self.fsdp:
+            return fsdp.gradient_sync(self.train_model, last_micro)
         return self.train_model.no_sync() if self.ctx.distributed and not last_micro else nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -613,16 +632,31 @@ class Trainer:
             os.fsync(f.fileno())
 
     def save(self) -> None:
+        if self.fsdp:
+            return self._save_sharded()
         if not self.ctx.is_main:
             return
         written = self.save_fn(self.model) or self.out_path
         atomic_save({"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batches_done": self.batches_done,
-                     "step": self.step, "world_size": self.ctx.world_size, "rng": rng_state(),
-                     "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
-                     "run_id": self.tracker.run_id if self.tracker else None, "args": vars(self.args)},
-                    self.ckpt_path)
+                     **self._position_state()}, self.ckpt_path)
         self._say(f"saved {written} and {self.ckpt_path} (step {self.step})")
+
+    def _position_state(self) -> dict:
+        """Everything in a resume state besides the model and optimizer."""
+        return {"scaler": self.scaler.state_dict(), "epoch": self.epoch, "batches_done": self.batches_done,
+                "step": self.step, "world_size": self.ctx.world_size, "rng": rng_state(),
+                "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
+                "run_id": self.tracker.run_id if self.tracker else None, "args": vars(self.args)}
+
+    def _save_sharded(self) -> None:
+        """--fsdp 1, on every rank: full .pth + sidecar gathered to rank 0, resume state as a DCP folder."""
+        full = fsdp.gather_full_state(self.model)
+        written = self.out_path
+        if self.ctx.is_main:
+            written = self.save_fn(fsdp.GatheredModel(full, unwrap(self.model).config)) or self.out_path
+        del full
+        fsdp.save_resume(self, self._position_state())
+        self._say(f"saved {written} and {dcp_folder(self.ckpt_path)} (step {self.step})")
 
     def _say(self, msg: str) -> None:
         """A log line that does not break the progress bar."""
@@ -632,12 +666,19 @@ class Trainer:
             self.log(msg)
 
     def _load_resume(self) -> Optional[str]:
-        path = self.ckpt_path
-        if not path.is_file():
-            raise UserError(f"--from_resume 1 but no resume state at {path}; run once without it first")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            state = fsdp.load_resume(self)  # model + AdamW resharded to this run's world size
+            path = state["path"]
+        else:
+            path = self.ckpt_path
+            if not path.is_file():
+                sharded = dcp_folder(path)
+                hint = (f"; {sharded} exists: it was written with --fsdp 1, so resume with --fsdp 1"
+                        if sharded.is_dir() else "; run once without it first")
+                raise UserError(f"--from_resume 1 but no resume state at {path}{hint}")
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            unwrap(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         for name, obj in self.extra_state.items():
             if name not in state.get("extra", {}):
@@ -672,7 +713,7 @@ def train(args, ctx: Context, model, dataset, loss_fn: Callable, collate_fn=None
     loss_fn(model, batch) returns (loss, parts): `loss` is what is minimised for this micro-batch (a mean over
     its tokens), `parts` are floats to log. The final step is always saved.
     """
-    trainer = Trainer(args, ctx, model, dataset, collate_fn, log, **trainer_kwargs)
+    trainer = Trainer(args, ctx, model, dataset, collate_fn, log, fsdp_supported=True, **trainer_kwargs)
     group_loss, group_parts = 0.0, {}
     for batch, group_size, last_micro in trainer.micro_batches():
         with trainer.no_sync(last_micro):
@@ -690,6 +731,18 @@ def train(args, ctx: Context, model, dataset, loss_fn: Callable, collate_fn=None
             group_loss, group_parts = 0.0, {}
     trainer.finish()
     return trainer
+
+
+def check_fsdp_supported(supported: bool, save_fn, param_groups, extra_state) -> None:
+    """--fsdp 1 covers the stages that train one model with `train()`; refuse the others with the reason."""
+    if save_fn is not None:
+        raise UserError("--fsdp 1 does not apply to LoRA: it trains only the small adapter matrices on a frozen base "
+                        "(which fits wherever DDP fits), and adapters are saved with peft from full tensors; "
+                        "use plain torchrun (DDP)")
+    if not supported or param_groups is not None or extra_state:
+        raise UserError("--fsdp 1 is for the stages that train one model (pretrain, full_sft, dpo, reason, "
+                        "distillation); the RL stages decode rollouts from full weights with the KV-cache engine "
+                        "and train a critic or baseline beside the policy, so they run with DDP: drop --fsdp")
 
 
 def _to_device(batch, device):
