@@ -14,6 +14,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_main  # noqa: E402
 from model import distributed_checkpoint as dc  # noqa: E402
 
 TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--max_seq_len", "64", "--device", "cpu",
@@ -88,9 +89,9 @@ def test_fsdp_matches_ddp_and_converts_to_a_loadable_pth(tmp_path, pretrain_data
         torch.testing.assert_close(v, ddp[k], atol=2e-5, rtol=1e-4)
 
     out = tmp_path / "conv" / "pretrain_64.pth"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts/dcp_to_pth.py"), str(folder), "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    from scripts.dcp_to_pth import main as convert
+    proc = run_main(convert, [folder, "--out", out])  # the command line, in this process (no second torch import)
+    assert proc.returncode == 0 and "wrote" in proc.stdout, proc.stderr
     converted = torch.load(out, weights_only=True)
     written = torch.load(tmp_path / "fsdp/out/pretrain_64.pth", weights_only=True)  # gathered on rank 0 in training
     assert set(converted) == set(written) and "lm_head.weight" in converted
