@@ -30,7 +30,8 @@ export PYTHONUNBUFFERED=1
 
 if [ "${1:-}" = "--cpu_smoke" ]; then  # every step with gloo on the CPU, tiny model, seconds each
     SMOKE=1; NGPU=2; DEV=(--device cpu); export OMP_NUM_THREADS=1
-    PRESETS=${PRESETS:-tiny tiny_moe}; COUNTS=${COUNTS:-1 2}; BENCH=(--steps 3 --profile_steps 2 --loss_every 1)
+    PRESETS=${PRESETS:-tiny tiny_moe}; COUNTS=${COUNTS:-1 2}
+    BENCH=(--steps 3 --profile_steps 2 --loss_every 1 --batch_size 4 --accumulation_steps 2 --max_seq_len 64)
     TWONODE_PRESET=tiny; SIZE=(--hidden_size 64 --num_hidden_layers 2 --max_seq_len 64)
     RESUME=(--batch_size 4 --max_steps 6 --save_interval 2); ACC=2
     BIG=(--hidden_size 64 --num_hidden_layers 4 --max_seq_len 64)
