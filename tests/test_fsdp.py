@@ -49,7 +49,8 @@ def _worker(rank: int, world: int, port: int, tmp: str, data: str, variants: lis
     from dataset.lm_dataset import PretrainDataset
     from trainer import trainer_utils as tu
     results = {}
-    for name, extra in variants:
+    for name, extra, env in variants:
+        os.environ.update(env)
         args = tu.build_parser("t").parse_args(
             [*TINY, "--batch_size", "4", "--accumulation_steps", "2", "--max_steps", "4", "--learning_rate", "3e-3",
              "--save_interval", "100", "--save_dir", f"{tmp}/{name}/out", "--checkpoint_dir", f"{tmp}/{name}/ckpt",
@@ -61,6 +62,9 @@ def _worker(rank: int, world: int, port: int, tmp: str, data: str, variants: lis
         if args.fsdp:
             inner = model.model.embed_tokens.weight
             results[f"{name}_tied"] = model.lm_head.weight is inner
+            compiled = sum(getattr(b, "_compiled_call_impl", None) is not None for b in model.model.layers)
+            if rank == 0:
+                Path(tmp, name, "compiled.json").write_text(json.dumps({"compiled_blocks": compiled}))
         results[name] = losses(lines)
     if rank == 0:
         Path(tmp, "results.json").write_text(json.dumps(results))
@@ -76,7 +80,7 @@ def spawn(world: int, tmp: Path, data: Path, variants: list) -> dict:
 def test_fsdp_matches_ddp_and_converts_to_a_loadable_pth(tmp_path, pretrain_data):
     """2 gloo processes: FSDP2 and DDP, 4 steps of 2 accumulated micro-batches with clipping, give the same losses
     and weights; the DCP resume folder converts to a .pth equal to the one training wrote, which eval loads."""
-    got = spawn(2, tmp_path, pretrain_data, [("ddp", []), ("fsdp", ["--fsdp", "1"])])
+    got = spawn(2, tmp_path, pretrain_data, [("ddp", [], {}), ("fsdp", ["--fsdp", "1"], {})])
     assert len(got["ddp"]) == 4 and got["fsdp_tied"] is True
     for a, b in zip(got["ddp"], got["fsdp"]):
         assert b == pytest.approx(a, abs=1e-4)
@@ -105,6 +109,18 @@ def test_fsdp_matches_ddp_and_converts_to_a_loadable_pth(tmp_path, pretrain_data
                                                       "--device", "cpu"]))
     for k, v in loaded.state_dict().items():
         torch.testing.assert_close(v, converted[k].float())
+
+
+@pytest.mark.slow
+def test_fsdp_with_compiled_blocks_matches_ddp(tmp_path, pretrain_data):
+    """--use_compile 1 --fsdp 1: each block compiled (Dynamo with the eager backend on CPU), then sharded."""
+    got = spawn(2, tmp_path, pretrain_data, [
+        ("ddp", [], {}),
+        ("fsdp_compiled", ["--fsdp", "1", "--use_compile", "1"], {"MINIMIND_COMPILE_BACKEND": "eager"})])
+    assert len(got["ddp"]) == 4 and got["fsdp_compiled_tied"] is True
+    for a, b in zip(got["ddp"], got["fsdp_compiled"]):
+        assert b == pytest.approx(a, abs=1e-4)
+    assert json.loads((tmp_path / "fsdp_compiled" / "compiled.json").read_text())["compiled_blocks"] == 2
 
 
 # --------------------------------------------------------------------------------------------- atomic DCP folders

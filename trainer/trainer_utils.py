@@ -737,8 +737,8 @@ def check_fsdp_supported(supported: bool, save_fn, param_groups, extra_state) ->
     """--fsdp 1 covers the stages that train one model with `train()`; refuse the others with the reason."""
     if save_fn is not None:
         raise UserError("--fsdp 1 does not apply to LoRA: it trains only the small adapter matrices on a frozen base "
-                        "(which fits wherever DDP fits), and adapters are saved with peft from full tensors; "
-                        "use plain torchrun (DDP)")
+                        "(which fits wherever DDP fits), and peft's save_pretrained cannot write sharded (DTensor) "
+                        "adapters; use plain torchrun (DDP)")
     if not supported or param_groups is not None or extra_state:
         raise UserError("--fsdp 1 is for the stages that train one model (pretrain, full_sft, dpo, reason, "
                         "distillation); the RL stages decode rollouts from full weights with the KV-cache engine "
