@@ -123,6 +123,34 @@ def test_fsdp_with_compiled_blocks_matches_ddp(tmp_path, pretrain_data):
     assert json.loads((tmp_path / "fsdp_compiled" / "compiled.json").read_text())["compiled_blocks"] == 2
 
 
+@pytest.mark.slow
+def test_every_single_model_stage_trains_with_fsdp_and_lora_rl_are_refused(tmp_path):
+    """pretrain -> full_sft -> dpo -> reason, and distillation, each with --fsdp 1 in one process (a one-member
+    group): each writes its .pth + sidecar and a complete DCP folder. LoRA and GRPO refuse with the reason."""
+    import importlib
+
+    def stage(script, *args, code=0):
+        argv = [*TINY, "--max_seq_len", "96", "--fsdp", "1", "--max_steps", "2", "--save_dir", tmp_path / "out",
+                "--checkpoint_dir", tmp_path / "ckpt", *args]
+        proc = run_main(importlib.import_module(f"trainer.{script}").main, argv)
+        assert proc.returncode == code, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return proc
+
+    for script, weight, extra in [
+            ("train_pretrain", "pretrain", ["--batch_size", 8]),
+            ("train_full_sft", "full_sft", ["--batch_size", 4]),
+            ("train_dpo", "dpo", ["--batch_size", 2]),
+            ("train_reason", "reason", ["--batch_size", 2]),
+            ("train_distillation", "full_dist", ["--batch_size", 4, "--teacher_hidden_size", 64,
+                                                 "--teacher_num_layers", 2])]:
+        proc = stage(script, *extra)
+        assert "FSDP2: 2 blocks + root sharded over 1 process(es)" in proc.stdout, script
+        assert (tmp_path / "out" / f"{weight}_64.pth").is_file() and (tmp_path / "out" / f"{weight}_64.json").is_file()
+        assert dc.read_trainer_state(dc.find_complete(tmp_path / "ckpt" / f"{weight}_64_resume.dcp"))["step"] == 2
+    assert "LoRA" in stage("train_lora", "--batch_size", 4, code=2).stderr
+    assert "RL stages" in stage("train_grpo", "--batch_size", 2, "--num_generations", 2, code=2).stderr
+
+
 # --------------------------------------------------------------------------------------------- atomic DCP folders
 
 def _fake_save(folder: Path, step: int) -> None:

@@ -424,7 +424,8 @@ class Trainer:
         if self.fsdp:  # before the optimizer: sharding replaces every Parameter by a DTensor one
             fsdp.shard_model(model, ctx, self.compile_options)
             log(f"FSDP2: {len(model.model.layers)} blocks + root sharded over {dist.get_world_size()} process(es), "
-                f"{fsdp.mixed_precision(ctx).param_dtype or torch.float32} compute, fp32 gradient reduction")
+                f"{str(fsdp.mixed_precision(ctx).param_dtype or torch.float32)[6:]} compute, fp32 gradient "
+                f"reduction")
         groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = make_adamw(groups, args.learning_rate, ctx.device)
