@@ -154,8 +154,8 @@ def scaling(path: str) -> None:
     for r in rows:
         if r["world_size"] == 1 or r.get("tag"):
             continue
-        base = [b for b in rows if b["preset"] == r["preset"] and b["world_size"] == 1 and not b.get("tag")
-                and b["hidden_size"] == r["hidden_size"]]
+        base = [b for b in rows if b["preset"] == r["preset"] and b["mode"] == "single" and not b.get("tag")
+                and b["hidden_size"] == r["hidden_size"]]  # the plain one-GPU run is the reference for both modes
         if base:
             single = base[0]["tokens_per_s"]
             print(json.dumps({"bench": "scaling", "preset": r["preset"], "mode": r["mode"],
