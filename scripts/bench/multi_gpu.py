@@ -61,7 +61,9 @@ def worker(argv) -> None:
     p.add_argument("--loss_every", type=int, default=5, help="log (and record) the loss every N steps")
     p.add_argument("--tag", default="", help="free text copied into the JSON line (e.g. 2node)")
     args = p.parse_args(argv)
-    if "--hidden_size" not in argv:
+    if "--hidden_size" in argv:
+        args.preset = "custom"  # sizes given by flags (the >1B run)
+    else:
         args.hidden_size, args.num_hidden_layers, args.use_moe = PRESETS[args.preset]
     args.max_steps = args.steps + args.profile_steps
     args.log_interval = args.loss_every
@@ -107,6 +109,7 @@ def worker(argv) -> None:
             print(json.dumps({**result, "oom": True, "error": str(e).splitlines()[0][:300]}), flush=True)
             os._exit(0)  # other ranks may sit in a collective; torchrun tears them down
         tu.synchronize(ctx.device)
+        state.setdefault("t_end", time.perf_counter())  # --profile_steps 0: the run ends with the timed steps
         if state["prof"] is not None:
             state["prof"].__exit__(None, None, None)
             wall = time.perf_counter() - state["t_end"]
