@@ -189,6 +189,20 @@ def test_incomplete_dcp_folder_is_refused_with_a_message(tmp_path):
         dc.require_complete(folder)
 
 
+def test_resume_with_the_other_format_names_the_flag(tmp_path, pretrain_data):
+    """A DDP run finding only a .dcp folder, and an FSDP2 run finding only a .pth resume state, say which flag fits."""
+    from trainer import train_pretrain
+    common = [*TINY, "--data_path", pretrain_data, "--batch_size", 8, "--max_steps", 1, "--from_resume", 1,
+              "--save_dir", tmp_path / "o", "--checkpoint_dir", tmp_path / "c"]
+    (tmp_path / "c" / "pretrain_64_resume.dcp").mkdir(parents=True)
+    proc = run_main(train_pretrain.main, common)
+    assert proc.returncode == 2 and "written with --fsdp 1, so resume with --fsdp 1" in proc.stderr, proc.stderr
+    (tmp_path / "c" / "pretrain_64_resume.dcp").rmdir()
+    torch.save({}, tmp_path / "c" / "pretrain_64_resume.pth")
+    proc = run_main(train_pretrain.main, [*common, "--fsdp", "1"])
+    assert proc.returncode == 2 and "written without --fsdp" in proc.stderr, proc.stderr
+
+
 def test_fsdp_refused_for_lora_and_rl_with_the_reason():
     from trainer.trainer_utils import UserError, check_fsdp_supported
     with pytest.raises(UserError, match="LoRA"):

@@ -26,6 +26,7 @@ from model.distributed_checkpoint import (
     read_trainer_state,
     require_complete,
 )
+from model.runtime import UserError
 
 
 def ensure_process_group(ctx) -> None:
@@ -121,7 +122,11 @@ def load_resume(trainer) -> dict:
     """Load model + AdamW from the DCP folder into this run's sharding (any world size); returns trainer.pth."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-    folder = require_complete(dcp_folder(trainer.ckpt_path))
+    folder = dcp_folder(trainer.ckpt_path)
+    if not folder.exists() and not folder.with_name(folder.name + ".old").exists() and trainer.ckpt_path.is_file():
+        raise UserError(f"--from_resume 1 --fsdp 1: {trainer.ckpt_path} was written without --fsdp (a DDP resume "
+                        f"state); resume it without --fsdp, at any process count")
+    folder = require_complete(folder)
     model_state, optim_state = get_state_dict(trainer.model, trainer.optimizer)  # also creates AdamW's state slots
     state = {"model": model_state, "optimizer": optim_state}
     dcp.load(state, checkpoint_id=str(folder))
