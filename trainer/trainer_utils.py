@@ -25,7 +25,6 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
-
 from model.checkpoint import (  # noqa: F401
     SIDECAR_CONFIG_KEYS,
     TOKENIZER_DIR,
