@@ -18,6 +18,8 @@
 #   PARTS="twonode resume big" OUT=/tmp/o bash scripts/gpu_multi_bench.sh
 #   COUNTS="1 2" ...                                                    # other process counts
 #   OUT=/tmp/o bash scripts/gpu_multi_bench.sh --cpu_smoke              # the same steps with gloo, tiny sizes
+# Split over several calls, the efficiency lines need the 1-GPU line of the same preset: concatenate the calls'
+# multi_gpu.jsonl files and run `python3 scripts/bench/multi_gpu.py scaling all.jsonl` (any machine, JSON only).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 : "${OUT:?set OUT to the folder for the results}"
