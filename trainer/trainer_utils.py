@@ -48,6 +48,7 @@ from model.checkpoint import (  # noqa: F401
     weight_stem,
     weights_tokenizer,
 )
+from model.distributed_checkpoint import dcp_folder
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters
 from model.runtime import (  # noqa: F401
     DTYPES,
@@ -61,6 +62,7 @@ from model.runtime import (  # noqa: F401
     repo_path,
     user_errors,
 )
+from trainer import fsdp
 
 
 class TrainingDiverged(UserError):
@@ -174,6 +176,10 @@ def build_parser(description: str, **defaults) -> argparse.ArgumentParser:
         help="torch.compile the model on CUDA; the first step compiles and is left out of tokens/s. Other devices: "
              "set MINIMIND_COMPILE_BACKEND (inductor needs a C compiler; eager/aot_eager do not). "
              "MINIMIND_COMPILE_MODE picks the mode (e.g. reduce-overhead)")
+    add("--fsdp", type=int, default=0, choices=[0, 1],
+        help="1 = FSDP2: shard weights, gradients and AdamW state across the processes (models past one card's "
+             "memory); resume state becomes a DCP folder {name}_resume.dcp that resumes at any process count. "
+             "Pretrain, SFT, DPO, reason, distillation; see docs/multi_gpu_en.md")
     add = p.add_argument_group("logging and saving / 日志与保存").add_argument
     add("--log_interval", type=int, default=100, help="log every N optimizer steps")
     add("--save_interval", type=int, default=1000, help="save weights and resume state every N optimizer steps")
@@ -394,11 +400,14 @@ class Trainer:
 
     def __init__(self, args, ctx: Context, model, dataset, collate_fn=None, log: Callable = print,
                  param_groups=None, extra_state: Optional[dict] = None, updates_per_group: int = 1,
-                 save_fn: Optional[Callable] = None):
+                 save_fn: Optional[Callable] = None, fsdp_supported: bool = False):
         self.args, self.ctx, self.model, self.dataset, self.collate_fn, self.log = (
             args, ctx, model, dataset, collate_fn, log)
         resolve_device_defaults(args, ctx.device.type, log)  # no-op after start_stage; for direct callers
         self.compile_options = self._compile_options()
+        self.fsdp = bool(getattr(args, "fsdp", 0))
+        if self.fsdp:
+            check_fsdp_supported(fsdp_supported, save_fn, param_groups, extra_state)
         # what a periodic/final save writes besides the resume state; LoRA writes an adapter folder instead
         self.save_fn = save_fn or (lambda m: save_weights(m, self.out_path, self.args))
         self.extra_state = extra_state or {}
@@ -426,10 +435,16 @@ class Trainer:
         if args.max_steps:
             self.total_steps = min(self.total_steps, args.max_steps)
 
+        if self.fsdp:  # before the optimizer: sharding replaces every Parameter by a DTensor one
+            fsdp.shard_model(model, ctx, self.compile_options)
+            log(f"FSDP2: {len(model.model.layers)} blocks + root sharded over {dist.get_world_size()} process(es), "
+                f"{str(fsdp.mixed_precision(ctx).param_dtype or torch.float32)[6:]} compute, fp32 gradient "
+                f"reduction")
         groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = make_adamw(groups, args.learning_rate, ctx.device)
-        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.dtype == torch.float16)
+        self.scaler = (fsdp.make_grad_scaler(ctx) if self.fsdp
+                       else torch.amp.GradScaler(ctx.device.type, enabled=ctx.dtype == torch.float16))
         self.epoch, self.batches_done, self.step, run_id = 0, 0, 0, None
         self.last_saved_step = None  # what the divergence message points back to
         if args.from_resume:
@@ -478,6 +493,8 @@ class Trainer:
         return options
 
     def _wrap(self, model):
+        if self.fsdp:  # sharded (and its blocks compiled) in __init__, before the optimizer was built
+            return model
         if self.compile_options is not None:
             model = torch.compile(model, **self.compile_options)
             self.log(f"torch.compile ({', '.join(f'{k}={v}' for k, v in self.compile_options.items())}): the first "
@@ -527,7 +544,9 @@ class Trainer:
         return self._loader
 
     def no_sync(self, last_micro: bool):
-        """Skip DDP's gradient all-reduce on all but the last micro-batch of a group."""
+        """Skip DDP's gradient all-reduce (FSDP2's reduce-scatter) on all but the last micro-batch of a group."""
+        if self.fsdp:
+            return fsdp.gradient_sync(self.train_model, last_micro)
         return self.train_model.no_sync() if self.ctx.distributed and not last_micro else nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -572,6 +591,8 @@ class Trainer:
         one AdamW step, so checking only at log or save time would be too late to skip it. Under GradScaler an
         overflowing gradient is its normal signal to lower the scale (it skips that step itself), so only the loss
         counts there."""
+        if hasattr(grad_norm, "full_tensor"):  # --fsdp 1: the norm over sharded grads is a DTensor (collective)
+            grad_norm = grad_norm.full_tensor()
         checks = [] if self.scaler.is_enabled() else [torch.isfinite(grad_norm)]
         if loss is not None:
             loss = loss.detach() if torch.is_tensor(loss) else torch.tensor(float(loss), device=grad_norm.device)
@@ -598,12 +619,18 @@ class Trainer:
                   f"({self.nonfinite_steps}/{self.args.max_nonfinite_steps} in a row before the run stops)")
         return False
 
-    def check_weights_finite(self) -> None:
+    def check_weights_finite(self, gathered: Optional[dict] = None) -> None:
         """Stop (TrainingDiverged) when a weight holds NaN/inf, e.g. before a save: a bad file never replaces a good
-        one. Every rank checks its (identical) copy, so all stop together."""
-        bad = nonfinite_tensors(unwrap(self.model).state_dict(), torch.float16)  # as the weight file stores them
+        one. Under DDP every rank checks its (identical) copy, so all stop together; under --fsdp 1 rank 0 checks
+        the `gathered` full state and the verdict is all-reduced."""
+        weights = unwrap(self.model).state_dict() if gathered is None else gathered
+        bad = nonfinite_tensors(weights, torch.float16)  # as the weight file stores them
+        if gathered is not None and self.ctx.distributed:
+            flag = torch.tensor(int(bool(bad)), device=self.ctx.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            bad = bad or (["(on rank 0)"] if flag.item() else [])
         if bad:
-            total = sum(1 for v in unwrap(self.model).state_dict().values() if v.is_floating_point())
+            total = sum(1 for v in weights.values() if v.is_floating_point()) or "all"
             raise TrainingDiverged(
                 f"training diverged: after step {self.step} {len(bad)} of {total} weight tensors hold NaN/inf "
                 f"(e.g. {bad[0]}); not saved. {self._last_good()} Lower --learning_rate (now "
@@ -696,19 +723,36 @@ class Trainer:
             os.fsync(f.fileno())
 
     def save(self) -> None:
+        if self.fsdp:
+            return self._save_sharded()
         self.check_weights_finite()  # on every rank, before rank 0 writes anything
         if not self.ctx.is_main:
             return
         written = self.save_fn(self.model) or self.out_path
         atomic_save({"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batches_done": self.batches_done,
-                     "step": self.step, "world_size": self.ctx.world_size, "rng": rng_state(),
-                     "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
-                     "run_id": self.tracker.run_id if self.tracker else None,
-                     "args": {k: v for k, v in vars(self.args).items() if jsonable(v)}},  # plain data: weights_only
-                    self.ckpt_path)
+                     **self._position_state()}, self.ckpt_path)
         self.last_saved_step = self.step
         self._say(f"saved {written} and {self.ckpt_path} (step {self.step})")
+
+    def _position_state(self) -> dict:
+        """Everything in a resume state besides the model and optimizer."""
+        return {"scaler": self.scaler.state_dict(), "epoch": self.epoch, "batches_done": self.batches_done,
+                "step": self.step, "world_size": self.ctx.world_size, "rng": rng_state(),
+                "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
+                "run_id": self.tracker.run_id if self.tracker else None,
+                "args": {k: v for k, v in vars(self.args).items() if jsonable(v)}}  # plain data: weights_only
+
+    def _save_sharded(self) -> None:
+        """--fsdp 1, on every rank: full .pth + sidecar gathered to rank 0, resume state as a DCP folder."""
+        full = fsdp.gather_full_state(self.model)
+        self.check_weights_finite(full)  # rank 0 holds the gathered tensors; every rank learns the verdict
+        written = self.out_path
+        if self.ctx.is_main:
+            written = self.save_fn(fsdp.GatheredModel(full, unwrap(self.model).config)) or self.out_path
+        del full
+        fsdp.save_resume(self, self._position_state())
+        self.last_saved_step = self.step
+        self._say(f"saved {written} and {dcp_folder(self.ckpt_path)} (step {self.step})")
 
     def _say(self, msg: str) -> None:
         """A log line that does not break the progress bar."""
@@ -718,18 +762,26 @@ class Trainer:
             self.log(msg)
 
     def _load_resume(self) -> Optional[str]:
-        path = self.ckpt_path
-        if not path.is_file():
-            raise UserError(f"--from_resume 1 but no resume state at {path}; run once without it first")
-        state = load_resume_state(path, allowed=(DeviceDefault,))  # older files kept unresolved flag defaults
-        check_state_matches(self.model, state["model"], path, what="resume state")
-        unwrap(self.model).load_state_dict(state["model"])
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            state = fsdp.load_resume(self)  # model + AdamW resharded to this run's world size
+            path = state["path"]
             self.scaler.load_state_dict(state["scaler"])
-        except (ValueError, KeyError, RuntimeError) as e:  # e.g. LoRA's resume state for a full fine-tune
-            raise UserError(f"resume state {path} does not fit this run's optimizer ({e}); it was written by "
-                            f"another stage or with other trained parameters; delete it to start fresh") from None
+        else:
+            path = self.ckpt_path
+            if not path.is_file():
+                sharded = dcp_folder(path)
+                hint = (f"; {sharded} exists: it was written with --fsdp 1, so resume with --fsdp 1"
+                        if sharded.is_dir() else "; run once without it first")
+                raise UserError(f"--from_resume 1 but no resume state at {path}{hint}")
+            state = load_resume_state(path, allowed=(DeviceDefault,))  # older files kept unresolved flag defaults
+            check_state_matches(self.model, state["model"], path, what="resume state")
+            unwrap(self.model).load_state_dict(state["model"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scaler.load_state_dict(state["scaler"])
+            except (ValueError, KeyError, RuntimeError) as e:  # e.g. LoRA's resume state for a full fine-tune
+                raise UserError(f"resume state {path} does not fit this run's optimizer ({e}); it was written by "
+                                f"another stage or with other trained parameters; delete it to start fresh") from None
         for name, obj in self.extra_state.items():
             if name not in state.get("extra", {}):
                 raise UserError(f"resume state {path} has no '{name}' state; it was written by another stage")
@@ -764,7 +816,7 @@ def train(args, ctx: Context, model, dataset, loss_fn: Callable, collate_fn=None
     loss_fn(model, batch) returns (loss, parts): `loss` is what is minimised for this micro-batch (a mean over
     its tokens), `parts` are floats to log. The final step is always saved.
     """
-    trainer = Trainer(args, ctx, model, dataset, collate_fn, log, **trainer_kwargs)
+    trainer = Trainer(args, ctx, model, dataset, collate_fn, log, fsdp_supported=True, **trainer_kwargs)
     group_loss, group_parts = 0.0, {}
     for batch, group_size, last_micro in trainer.micro_batches():
         with trainer.no_sync(last_micro):
@@ -782,6 +834,18 @@ def train(args, ctx: Context, model, dataset, loss_fn: Callable, collate_fn=None
             group_loss, group_parts = 0.0, {}
     trainer.finish()
     return trainer
+
+
+def check_fsdp_supported(supported: bool, save_fn, param_groups, extra_state) -> None:
+    """--fsdp 1 covers the stages that train one model with `train()`; refuse the others with the reason."""
+    if save_fn is not None:
+        raise UserError("--fsdp 1 does not apply to LoRA: it trains only the small adapter matrices on a frozen base "
+                        "(which fits wherever DDP fits), and peft's save_pretrained cannot write sharded (DTensor) "
+                        "adapters; use plain torchrun (DDP)")
+    if not supported or param_groups is not None or extra_state:
+        raise UserError("--fsdp 1 is for the stages that train one model (pretrain, full_sft, dpo, reason, "
+                        "distillation); the RL stages decode rollouts from full weights with the KV-cache engine "
+                        "and train a critic or baseline beside the policy, so they run with DDP: drop --fsdp")
 
 
 def _to_device(batch, device):
