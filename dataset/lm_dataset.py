@@ -468,6 +468,16 @@ class PretrainDataset(Dataset):
         labels = torch.tensor(ids + [IGNORE_INDEX] * n_pad, dtype=torch.long)
         return input_ids, labels
 
+    def __getitems__(self, indices: list) -> list:
+        """A batch at once (the DataLoader calls this when it exists): packed rows from the cache in one gather."""
+        if not (self.packing and self.cache is not None):
+            return [self[i] for i in indices]
+        if indices and not 0 <= min(indices) <= max(indices) < len(self):
+            raise IndexError(f"packed rows {min(indices)}..{max(indices)} out of range (0..{len(self) - 1})")
+        starts = np.asarray(indices, dtype=np.int64) * self.max_length
+        batch = torch.from_numpy(self.cache.rows_at(starts, self.max_length).astype(np.int64))
+        return [(row, row) for row in batch]  # the collate stacks inputs and labels into separate tensors
+
     def padding_row(self) -> tuple[torch.Tensor, torch.Tensor]:
         return ignored_row(self.pad_id, self.max_length)
 

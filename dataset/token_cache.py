@@ -25,6 +25,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import socket
 import time
@@ -151,6 +152,21 @@ class TokenCache:
             k += 1
         return out[0] if len(out) == 1 else np.concatenate(out)
 
+    def rows_at(self, starts, length: int) -> np.ndarray:
+        """A (len(starts), length) array of the token runs starting at `starts`: one batch in one call (the
+        DataLoader's batched fetch; ~1 us a row against ~10 us through span() and per-row tensors)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        shards = np.searchsorted(self.shard_starts, starts, side="right") - 1
+        maps = self._open()[1]
+        out = np.empty((len(starts), length), dtype=self.dtype)
+        for j, (start, k) in enumerate(zip(starts.tolist(), shards.tolist())):
+            lo = start - int(self.shard_starts[k])
+            if lo + length <= len(maps[k]):
+                out[j] = maps[k][lo:lo + length]
+            else:  # crosses into the next shard
+                out[j] = self.span(start, start + length)
+        return out
+
     def row(self, i: int) -> np.ndarray:
         return self.span(*self.row_bounds(i))
 
@@ -225,6 +241,11 @@ def _encode_chunk(task) -> dict:
     return {"k": k, "shard": shard, "lengths": lengths, "bad": bad, "rows_without_labels": no_labels}
 
 
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _line_numbers(path, offsets) -> dict:
     """1-based line number of each byte offset (one pass; error path only)."""
     found, line, done, want = {}, 1, 0, sorted(offsets)
@@ -266,7 +287,7 @@ def build(data_path, encoder, dtype, out_dir: Path, workers: int, log: Callable 
     tasks = [(k, int(a), int(b), int(bounds[a]), int(bounds[b]), str(out_dir), dtype)
              for k, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
     results, rows, tokens, last_print = [None] * len(tasks), 0, 0, 0.0
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), _cpu_seconds()
 
     def progress(final=False):
         nonlocal last_print
@@ -308,6 +329,7 @@ def build(data_path, encoder, dtype, out_dir: Path, workers: int, log: Callable 
             else:
                 os.environ["TOKENIZERS_PARALLELISM"] = before
     build_s = time.perf_counter() - t_start
+    cpu_s = _cpu_seconds() - cpu_start  # this process + the pool's (reaped) processes
     progress(final=True)
 
     bad = [b for r in results for b in r["bad"]]
@@ -323,7 +345,8 @@ def build(data_path, encoder, dtype, out_dir: Path, workers: int, log: Callable 
             "has_mask": bool(encoder.has_mask), "shards": [r["shard"] for r in results],
             "skipped_lines": len(bad), "rows_without_labels": int(sum(r["rows_without_labels"] for r in results)),
             "build": {"index_s": round(index_s, 3), "tokenize_s": round(build_s, 3), "processes": workers,
-                      "tokens_per_s": round(tokens / max(build_s, 1e-9)), "host": socket.gethostname()}}
+                      "tokens_per_s": round(tokens / max(build_s, 1e-9)), "cpu_s": round(cpu_s, 3),
+                      "host": socket.gethostname()}}
 
 
 # ------------------------------------------------------------------------------------------- one builder, others wait

@@ -288,6 +288,11 @@ class PaddedRows(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         return self.dataset.padding_row() if index == PAD_ROW else self.dataset[index]
 
+    def __getitems__(self, indices: list) -> list:
+        if PAD_ROW in indices or not hasattr(self.dataset, "__getitems__"):
+            return [self[i] for i in indices]
+        return self.dataset.__getitems__(indices)
+
 
 # ------------------------------------------------------------------------------------------------------ LR and speed
 
