@@ -370,6 +370,21 @@ def _lock_is_stale(lock: Path) -> bool:
     return age > STALE_LOCK_S
 
 
+def _touch(lock: Path) -> None:
+    """The builder's heartbeat: waiting processes treat a lock untouched for STALE_LOCK_S as abandoned."""
+    try:
+        os.utime(lock)
+    except OSError:
+        pass  # removed by hand: the build still finishes and renames into place
+
+
+def _read_lock(lock: Path) -> str:
+    try:
+        return lock.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "gone"
+
+
 def _remove_leftovers(folder: Path) -> None:
     """Temporary folders of killed builds of this cache (we hold the lock, so none is in progress)."""
     for tmp in folder.parent.glob(f"{folder.name}.tmp-*"):
@@ -397,7 +412,7 @@ def load_or_build(data_path, tokenizer, encoder, cache_dir=DEFAULT_CACHE_DIR, lo
             return TokenCache(folder)
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             if _lock_is_stale(lock):
                 log(f"token cache: removing the stale lock {lock} (its builder is gone)")
@@ -408,7 +423,7 @@ def load_or_build(data_path, tokenizer, encoder, cache_dir=DEFAULT_CACHE_DIR, lo
             if now - waited_since > timeout_s:
                 raise UserError(
                     f"timed out after {timeout_s:.0f} s waiting for another process to build the token cache "
-                    f"{folder} (lock {lock}: {lock.read_text(encoding='utf-8', errors='replace')}). Build it ahead "
+                    f"{folder} (lock {lock}: {_read_lock(lock)}). Build it ahead "
                     f"with `python scripts/pretokenize.py --data_path {data_path}`, raise ${WAIT_TIMEOUT_ENV}, or "
                     f"delete the lock if no build is running.")
             if now - last_note > 60:
@@ -426,7 +441,7 @@ def load_or_build(data_path, tokenizer, encoder, cache_dir=DEFAULT_CACHE_DIR, lo
             if _valid(folder, key, data_path.stat()):  # built by someone else between our check and the lock
                 return TokenCache(folder)
             _build_into(folder, key, data_path, tokenizer, encoder, log, workers or cpu_cores(),
-                        heartbeat=lambda: os.utime(lock))
+                        heartbeat=lambda: _touch(lock))
             return TokenCache(folder)
         finally:
             lock.unlink(missing_ok=True)
