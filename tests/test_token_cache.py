@@ -75,6 +75,9 @@ def test_cached_rows_equal_uncached_rows_with_a_process_pool(tmp_path, tok):
         assert len(cached) == len(plain) > 100
         for i in range(len(plain)):
             assert all(torch.equal(a, b) for a, b in zip(plain[i], cached[i])), (packing, i)
+        order = list(range(len(plain)))[::-1]  # the DataLoader's batched fetch gives the same rows
+        assert all(torch.equal(a[0], plain[i][0]) and torch.equal(a[1], plain[i][1])
+                   for i, a in zip(order, cached.__getitems__(order)))
     assert len(cached.cache.manifest["shards"]) >= 2  # the pool split the file, and rows cross shard edges
     sft = head(DEMO / "sft_demo.jsonl", tmp_path / "s.jsonl", 150)
     plain = SFTDataset(sft, tok, 96)
