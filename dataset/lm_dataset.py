@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dataset.token_cache import load_or_build, rank_log
 from model.runtime import UserError
 
 __all__ = [
@@ -44,6 +45,11 @@ __all__ = [
     "build_sft_labels",
     "pack_documents",
     "left_pad_prompts",
+    "parse_jsonl_line",
+    "ignored_row",
+    "ChatFormat",
+    "PretrainRows",
+    "ChatRows",
     "PretrainDataset",
     "SFTDataset",
     "DPODataset",
@@ -102,6 +108,21 @@ def index_line_starts(path, block_bytes: int = 1 << 24) -> np.ndarray:
             if at_eof:
                 break
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
+def parse_jsonl_line(raw: bytes, offset: int, parse: Callable[[dict], object]):
+    """One JSONL line (bytes starting at file `offset`) -> `parse(record)`; ValueError saying what is wrong."""
+    try:
+        text = raw.decode("utf-8-sig" if offset == 0 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"expected a JSON object, got {type(record).__name__}")
+    return parse(record)
 
 
 class JsonlFile:
@@ -174,17 +195,7 @@ class JsonlFile:
         return self._file.readline()
 
     def _parse_line(self, raw: bytes, offset: int):
-        try:
-            text = raw.decode("utf-8-sig" if offset == 0 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise RecordError(f"expected a JSON object, got {type(record).__name__}")
-        return self.parse(record)
+        return parse_jsonl_line(raw, offset, self.parse)
 
     def _check_lines(self, skip: bool) -> None:
         """Parse every line once; with `skip` keep the good ones and warn about the rest, else refuse the file."""
@@ -347,6 +358,32 @@ def pack_documents(token_lists, bos_id: int, eos_id: int, dtype=np.uint16) -> np
     return stream
 
 
+class PretrainRows:
+    """Token-cache encoder of pretraining lines: each document becomes BOS + tokens + EOS (dataset/token_cache.py)."""
+
+    has_mask = False
+
+    def __init__(self, tokenizer, skip_bad_lines: bool = False):
+        self.tokenizer, self.skip_bad_lines = tokenizer, skip_bad_lines
+        self.bos_id, self.eos_id, _ = _special_ids(tokenizer)
+
+    def settings(self) -> dict:
+        return {"rows": "pretrain", "bos": self.bos_id, "eos": self.eos_id, "skip_bad_lines": self.skip_bad_lines}
+
+    def parse_line(self, raw: bytes, offset: int) -> str:
+        return parse_jsonl_line(raw, offset, parse_text_record)
+
+    def encode(self, texts: list) -> list:
+        token_lists = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [([self.bos_id, *tokens, self.eos_id], None) for tokens in token_lists]
+
+
+def ignored_row(pad_id: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A row that trains nothing (labels all -100): fills a compiled run's last batch to its fixed shape."""
+    return (torch.full((max_length,), pad_id, dtype=torch.long),
+            torch.full((max_length,), IGNORE_INDEX, dtype=torch.long))
+
+
 class PretrainDataset(Dataset):
     """Next-token prediction on `{"text": ...}` lines; returns (input_ids, labels) of max_length.
 
@@ -355,34 +392,46 @@ class PretrainDataset(Dataset):
     with the pad id; labels are -100 on padding. Rows shorter than max_length
     spend the rest of their compute on padding.
 
-    packing=True: all documents are tokenized once at construction (measured
-    ~0.6M tokens/s on 2 CPU cores, so minutes for a few hundred million tokens,
-    repeated by every DDP rank) and concatenated into one token stream (2 bytes
-    per token, ~0.7 GB for 350M tokens), then cut into full rows with labels equal
+    packing=True: all documents are concatenated into one token stream (2 bytes
+    per token, ~0.7 GB for 350M tokens), cut into full rows with labels equal
     to input_ids; the tail shorter than max_length is dropped. No compute goes
     to padding, but attention crosses document boundaries: a row can attend from
     one document into the previous one, which the BOS/EOS markers let the model
     learn to ignore (GPT-2/3 and nanoGPT train this way). Rows are deterministic,
     in file order.
+
+    cache_dir: tokenize once into the token cache there (dataset/token_cache.py; all cores, shared by every
+    rank and later run) and read rows from its memory-mapped shards. None: without a cache, packing tokenizes
+    the whole file here at construction (~0.6M tokens/s on 2 CPU cores, repeated by every process) and
+    packing=False tokenizes each row when it is read.
     """
 
     def __init__(self, data_path, tokenizer, max_length: int = 512, packing: bool = False,
-                 skip_bad_lines: bool = False):
+                 skip_bad_lines: bool = False, cache_dir=None, log: Callable = rank_log):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.packing = packing
         self.bos_id, self.eos_id, self.pad_id = _special_ids(tokenizer)
-        self.reader = JsonlFile(data_path, parse_text_record, skip_bad_lines)
-        self.stream = self._tokenize_all() if packing else None
+        self.reader = self.stream = self.cache = None
+        if cache_dir is not None:
+            self.cache = load_or_build(data_path, tokenizer, PretrainRows(tokenizer, skip_bad_lines), cache_dir, log)
+        else:
+            self.reader = JsonlFile(data_path, parse_text_record, skip_bad_lines)
+            self.stream = self._tokenize_all() if packing else None
         if packing and len(self) == 0:
             raise UserError(
-                f"{data_path} holds {len(self.stream)} tokens, fewer than one packed row of "
+                f"{data_path} holds {self.n_tokens} tokens, fewer than one packed row of "
                 f"max_length={max_length}. Use more data or packing=False."
             )
 
     @property
     def skipped_lines(self) -> int:
-        return self.reader.skipped_lines
+        return (self.cache or self.reader).skipped_lines
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of the packed stream (documents with their BOS/EOS)."""
+        return self.cache.n_tokens if self.cache is not None else len(self.stream)
 
     def _tokenize_all(self, batch_size: int = 1024) -> np.ndarray:
         dtype = np.uint16 if len(self.tokenizer) <= np.iinfo(np.uint16).max + 1 else np.int32
@@ -395,22 +444,42 @@ class PretrainDataset(Dataset):
 
     def __len__(self) -> int:
         if self.packing:
-            return len(self.stream) // self.max_length
-        return len(self.reader)
+            return self.n_tokens // self.max_length
+        return len(self.cache if self.cache is not None else self.reader)
 
     def __getitem__(self, index: int):
         if self.packing:
             if not 0 <= index < len(self):  # slicing past the end would give a short row
                 raise IndexError(f"packed row {index} out of range (0..{len(self) - 1})")
-            row = self.stream[index * self.max_length : (index + 1) * self.max_length]
+            start = index * self.max_length
+            if self.cache is not None:
+                row = self.cache.span(start, start + self.max_length)
+            else:
+                row = self.stream[start : start + self.max_length]
             input_ids = torch.from_numpy(row.astype(np.int64))
             return input_ids, input_ids.clone()
-        tokens = self.tokenizer(self.reader[index], add_special_tokens=False)["input_ids"]
-        ids = ([self.bos_id] + tokens + [self.eos_id])[: self.max_length]
+        if self.cache is not None:
+            ids = self.cache.row(index)[: self.max_length].tolist()
+        else:
+            tokens = self.tokenizer(self.reader[index], add_special_tokens=False)["input_ids"]
+            ids = ([self.bos_id] + tokens + [self.eos_id])[: self.max_length]
         n_pad = self.max_length - len(ids)
         input_ids = torch.tensor(ids + [self.pad_id] * n_pad, dtype=torch.long)
         labels = torch.tensor(ids + [IGNORE_INDEX] * n_pad, dtype=torch.long)
         return input_ids, labels
+
+    def __getitems__(self, indices: list) -> list:
+        """A batch at once (the DataLoader calls this when it exists): packed rows from the cache in one gather."""
+        if not (self.packing and self.cache is not None):
+            return [self[i] for i in indices]
+        if indices and not 0 <= min(indices) <= max(indices) < len(self):
+            raise IndexError(f"packed rows {min(indices)}..{max(indices)} out of range (0..{len(self) - 1})")
+        starts = np.asarray(indices, dtype=np.int64) * self.max_length
+        batch = torch.from_numpy(self.cache.rows_at(starts, self.max_length).astype(np.int64))
+        return [(row, row) for row in batch]  # the collate stacks inputs and labels into separate tensors
+
+    def padding_row(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return ignored_row(self.pad_id, self.max_length)
 
 
 # --------------------------------------------------------------------------
@@ -455,19 +524,73 @@ def build_sft_labels(input_ids: list, header_ids: list, newline_id: int, end_id:
     return labels
 
 
-class _ChatDataset(Dataset):
-    """Shared state of the chat stages: reader, template rendering, label builder."""
+class ChatFormat:
+    """Renders conversations with the tokenizer's chat template and labels the assistant's tokens."""
 
-    def __init__(self, data_path, tokenizer, parse, enable_thinking: bool | None, skip_bad_lines: bool):
+    def __init__(self, tokenizer, enable_thinking: bool | None):
         self.tokenizer = tokenizer
         self.enable_thinking = enable_thinking
         self.bos_id, self.eos_id, self.pad_id = _special_ids(tokenizer)
-        self.header_ids = [self.bos_id] + self._encode("assistant")
-        newline = self._encode("\n")
+        self.header_ids = [self.bos_id] + self.encode("assistant")
+        newline = self.encode("\n")
         if len(newline) != 1:
             raise UserError("the tokenizer must encode '\\n' as a single token")
         self.newline_id = newline[0]
-        self.reader = JsonlFile(data_path, parse, skip_bad_lines)
+
+    def settings(self) -> dict:
+        """What changes the tokens of a rendered chat (the token-cache key): template, thinking, special ids."""
+        return {"template": self.tokenizer.chat_template, "enable_thinking": self.enable_thinking,
+                "header": self.header_ids, "newline": self.newline_id, "eos": self.eos_id}
+
+    def encode(self, text: str) -> list:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def render(self, chat: Chat, add_generation_prompt: bool = False) -> str:
+        kwargs = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        return self.tokenizer.apply_chat_template(
+            chat.messages, tools=chat.tools, tokenize=False,
+            add_generation_prompt=add_generation_prompt, **kwargs,
+        )
+
+    def labels(self, ids: list) -> list:
+        return build_sft_labels(ids, self.header_ids, self.newline_id, self.eos_id)
+
+
+class ChatRows:
+    """Token-cache encoder of SFT lines: the rendered chat cut to max_length, and its assistant-token mask."""
+
+    has_mask = True
+
+    def __init__(self, fmt: ChatFormat, max_length: int, skip_bad_lines: bool = False):
+        self.fmt, self.max_length, self.skip_bad_lines = fmt, max_length, skip_bad_lines
+
+    def settings(self) -> dict:
+        return {"rows": "sft", **self.fmt.settings(), "max_length": self.max_length,
+                "skip_bad_lines": self.skip_bad_lines}
+
+    def parse_line(self, raw: bytes, offset: int) -> Chat:
+        return parse_jsonl_line(raw, offset, parse_chat_record)
+
+    def encode(self, chats: list) -> list:
+        texts = [self.fmt.render(chat) for chat in chats]
+        out = []
+        for ids in self.fmt.tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            ids = ids[: self.max_length]
+            out.append((ids, [label != IGNORE_INDEX for label in self.fmt.labels(ids)]))
+        return out
+
+
+class _ChatDataset(Dataset):
+    """Shared state of the chat stages: reader, template rendering, label builder."""
+
+    def __init__(self, data_path, tokenizer, parse, enable_thinking: bool | None, skip_bad_lines: bool,
+                 read_file: bool = True):
+        self.tokenizer = tokenizer
+        self.enable_thinking = enable_thinking
+        self.fmt = ChatFormat(tokenizer, enable_thinking)
+        self.bos_id, self.eos_id, self.pad_id = self.fmt.bos_id, self.fmt.eos_id, self.fmt.pad_id
+        self.header_ids, self.newline_id = self.fmt.header_ids, self.fmt.newline_id
+        self.reader = JsonlFile(data_path, parse, skip_bad_lines) if read_file else None
         self.rows_without_labels = 0  # per process: DataLoader workers count separately
 
     def __len__(self) -> int:
@@ -478,19 +601,15 @@ class _ChatDataset(Dataset):
         return self.reader.skipped_lines
 
     def _encode(self, text: str) -> list:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.fmt.encode(text)
 
     def render(self, chat: Chat, add_generation_prompt: bool = False) -> str:
-        kwargs = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
-        return self.tokenizer.apply_chat_template(
-            chat.messages, tools=chat.tools, tokenize=False,
-            add_generation_prompt=add_generation_prompt, **kwargs,
-        )
+        return self.fmt.render(chat, add_generation_prompt)
 
     def encode_chat(self, chat: Chat, max_length: int, index: int) -> tuple[list, list]:
         """Token ids and assistant-only labels of one conversation, truncated to max_length."""
         ids = self._encode(self.render(chat))[:max_length]
-        labels = build_sft_labels(ids, self.header_ids, self.newline_id, self.eos_id)
+        labels = self.fmt.labels(ids)
         if all(label == IGNORE_INDEX for label in labels):
             self._warn_no_labels(index, max_length)
         return ids, labels
@@ -521,16 +640,47 @@ class SFTDataset(_ChatDataset):
     first system message's "functions"/"tools"; assistant `tool_calls` and
     `reasoning_content` are rendered by the template. Loss is on assistant turns
     only (see `build_sft_labels`). Rows are right-padded to max_length.
+
+    cache_dir: render and tokenize every row once into the token cache there (ids cut to max_length plus a
+    one-byte loss mask per token; dataset/token_cache.py) and read rows from it. None: render and tokenize
+    each row when it is read.
     """
 
     def __init__(self, data_path, tokenizer, max_length: int = 1024,
-                 enable_thinking: bool | None = None, skip_bad_lines: bool = False):
-        super().__init__(data_path, tokenizer, parse_chat_record, enable_thinking, skip_bad_lines)
+                 enable_thinking: bool | None = None, skip_bad_lines: bool = False, cache_dir=None,
+                 log: Callable = rank_log):
+        super().__init__(data_path, tokenizer, parse_chat_record, enable_thinking, skip_bad_lines,
+                         read_file=cache_dir is None)
         self.max_length = max_length
+        self.cache = None
+        if cache_dir is not None:
+            rows = ChatRows(self.fmt, max_length, skip_bad_lines)
+            self.cache = load_or_build(data_path, tokenizer, rows, cache_dir, log)
+            self.rows_without_labels = self.cache.manifest["rows_without_labels"]
+            if self.rows_without_labels:
+                warnings.warn(f"{data_path}: {self.rows_without_labels} row(s) have no assistant token within "
+                              f"max_length={max_length}, so they carry no loss; raise max_length or shorten the "
+                              f"prompts.", stacklevel=2)
+
+    def __len__(self) -> int:
+        return len(self.cache) if self.cache is not None else len(self.reader)
+
+    @property
+    def skipped_lines(self) -> int:
+        return (self.cache or self.reader).skipped_lines
 
     def __getitem__(self, index: int):
-        ids, labels = self.encode_chat(self.reader[index], self.max_length, index)
-        return self.pad(ids, labels, self.max_length)
+        if self.cache is None:
+            ids, labels = self.encode_chat(self.reader[index], self.max_length, index)
+            return self.pad(ids, labels, self.max_length)
+        ids = self.cache.row(index).astype(np.int64)
+        labels = np.where(self.cache.row_mask(index).astype(bool), ids, IGNORE_INDEX)
+        n_pad = self.max_length - len(ids)
+        return (torch.from_numpy(np.pad(ids, (0, n_pad), constant_values=self.pad_id)),
+                torch.from_numpy(np.pad(labels, (0, n_pad), constant_values=IGNORE_INDEX)))
+
+    def padding_row(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return ignored_row(self.pad_id, self.max_length)
 
 
 class DPODataset(_ChatDataset):

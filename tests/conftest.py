@@ -29,3 +29,11 @@ def browser():
     """One headless Chromium for all browser tests (tests/browser_util.py: they skip without it, except in CI where
     MM_REQUIRE_BROWSER=1 makes a missing or broken browser a failure)."""
     yield from launch_chromium()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_cache_in_tmp(tmp_path_factory):
+    """Stage runs write their token cache (dataset/token_cache.py) to a session folder, not into the checkout."""
+    import os
+    os.environ.setdefault("MINIMIND_TOKEN_CACHE", str(tmp_path_factory.mktemp("token_cache")))
+    yield

@@ -84,18 +84,18 @@ def tiny_run(tmp_path, monkeypatch):
 
 def test_compiled_run_has_no_recompiles_over_two_epochs(tiny_run):
     trainer, lines, frames = tiny_run()
-    assert trainer.step == trainer.total_steps == 2 * 4  # 7 full batches of 4 per epoch: groups of 2, 2, 2, 1
-    assert frames >= 1 and trainer.recompiles == 0, lines  # epoch boundary, partial group, saves: one compile
-    assert any("the last" in line and "rows of each epoch" in line for line in lines), lines
+    assert trainer.step == trainer.total_steps == 2 * 4  # 7 full batches of 4 + 1 padded per epoch: groups of 2
+    assert frames >= 1 and trainer.recompiles == 0, lines  # epoch boundary, padded batch, saves: one compile
+    assert any("filled with" in line and "every row is trained" in line for line in lines), lines
     assert any("torch.compile (backend=eager)" in line for line in lines)
     assert not any("recompiled" in line for line in lines)
 
 
 def test_keeping_the_partial_batch_would_recompile(tiny_run, monkeypatch):
-    """The control: the same run with the last partial batch kept compiles a second time, and the log says so."""
+    """The control: the same run with the last partial batch kept unpadded compiles a second time, and the log says so."""
     class KeepPartial(trainer_utils.ResumableBatchSampler):
-        def __init__(self, *a, drop_last=False, **k):
-            super().__init__(*a, drop_last=False, **k)
+        def __init__(self, *a, drop_last=False, pad_last=False, **k):
+            super().__init__(*a, drop_last=False, pad_last=False, **k)
     monkeypatch.setattr(trainer_utils, "ResumableBatchSampler", KeepPartial)
     trainer, lines, _ = tiny_run()
     assert trainer.recompiles >= 1

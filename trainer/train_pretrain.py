@@ -9,6 +9,7 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     _here = Path(__file__).resolve().parent
     sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 from dataset.lm_dataset import PretrainDataset
+from dataset.token_cache import CACHE_DIR_HELP, resolve_cache_dir
 from trainer.trainer_utils import (
     DeviceDefault,
     build_parser,
@@ -29,6 +30,7 @@ def get_parser():
                           use_compile=DeviceDefault(0, cuda=1))
     parser.add_argument("--packing", type=int, default=0, choices=[0, 1],
                         help="1 = concatenate documents into full rows (no padding compute)")
+    parser.add_argument("--cache_dir", default=None, help=CACHE_DIR_HELP)
     return parser
 
 
@@ -39,7 +41,7 @@ def main(argv=None):
         args.data_path = str(pick_data_path(args.data_path, "pretrain_hq.jsonl", "pretrain_demo.jsonl"))
         log(f"data: {args.data_path}")
         dataset = PretrainDataset(args.data_path, tokenizer, args.max_seq_len, packing=bool(args.packing),
-                                  skip_bad_lines=bool(args.skip_bad_lines))
+                                  skip_bad_lines=bool(args.skip_bad_lines), cache_dir=resolve_cache_dir(args.cache_dir))
         train(args, ctx, model, dataset, causal_lm_loss, log=log)
 
 

@@ -246,19 +246,24 @@ def load_frozen_model(args, stage: str, ctx: Context, log: Callable = print, **s
 
 # -------------------------------------------------------------------------------------------------------- data order
 
+PAD_ROW = -1  # a batch-sampler index meaning "a row that trains nothing" (see PaddedRows)
+
+
 class ResumableBatchSampler(Sampler):
     """Seeded shuffle per epoch, cut into global batches of batch_size x world_size; rank r takes the r-th slice.
 
     So N processes with batch_size B see exactly the rows one process sees with batch_size N x B (the DDP test
     relies on it), every rank gets the same number of batches (no rank waits at the end of an epoch), and
     `set_epoch(epoch, skip)` resumes after the batches already trained. One process keeps a last partial
-    batch unless `drop_last`; several drop the partial global batch.
+    batch unless `drop_last`; several drop the partial global batch. `pad_last` instead fills the last global
+    batch up to full size with PAD_ROW (every row trained once per epoch, every batch the same shape).
     """
 
     def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 drop_last: bool = False):
+                 drop_last: bool = False, pad_last: bool = False):
         self.n, self.batch_size, self.rank, self.world_size, self.seed = n, batch_size, rank, world_size, seed
         self.drop_last = drop_last  # also for one process: every batch full (static shapes for torch.compile)
+        self.pad_last = pad_last
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -266,14 +271,44 @@ class ResumableBatchSampler(Sampler):
 
     def __len__(self) -> int:
         per_step = self.batch_size * self.world_size
-        return math.ceil(self.n / per_step) if self.world_size == 1 and not self.drop_last else self.n // per_step
+        keep_partial = self.pad_last or (self.world_size == 1 and not self.drop_last)
+        return math.ceil(self.n / per_step) if keep_partial else self.n // per_step
+
+    def padding_rows(self, batch: int) -> int:
+        """PAD_ROW entries in this rank's batch number `batch` of an epoch."""
+        if not self.pad_last:
+            return 0
+        start = batch * self.batch_size * self.world_size + self.rank * self.batch_size
+        return min(self.batch_size, max(0, start + self.batch_size - self.n))
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         per_step = self.batch_size * self.world_size
         for b in range(self.skip, len(self)):
             start = b * per_step + self.rank * self.batch_size
-            yield order[start:start + self.batch_size]
+            rows = order[start:start + self.batch_size]
+            yield rows + [PAD_ROW] * (self.batch_size - len(rows)) if self.pad_last else rows
+
+
+class PaddedRows(torch.utils.data.Dataset):
+    """The dataset as the DataLoader sees it when the last batch is padded: PAD_ROW gives `dataset.padding_row()`,
+    a row whose labels are all -100. The loss is a mean over labelled tokens, so such rows change neither the loss
+    nor the gradient of the real rows in their batch: the batch trains exactly as the smaller batch would, at the
+    compiled shape (no recompile)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset.padding_row() if index == PAD_ROW else self.dataset[index]
+
+    def __getitems__(self, indices: list) -> list:
+        if PAD_ROW in indices or not hasattr(self.dataset, "__getitems__"):
+            return [self[i] for i in indices]
+        return self.dataset.__getitems__(indices)
 
 
 # ------------------------------------------------------------------------------------------------------ LR and speed
@@ -420,16 +455,23 @@ class Trainer:
             ensure_writable_dir(self.out_path.parent)
             ensure_writable_dir(self.ckpt_path.parent)
 
-        # compiled: drop each epoch's last partial batch, whose new shape would recompile (76 s at 59k tokens/s
-        # measured on an H200 at 128 x 512, more than the rows it trains are worth)
-        drop_last = self.compile_options is not None
+        # compiled: a last partial batch would recompile (76 s at 59k tokens/s measured on an H200 at 128 x 512).
+        # Datasets with a `padding_row` (labels all -100) fill it up to the compiled shape instead, so every row is
+        # trained (dropping it skipped 123 of 3,451 demo pretrain rows per epoch); others drop it.
+        pad_last = self.compile_options is not None and hasattr(dataset, "padding_row")
+        drop_last = self.compile_options is not None and not pad_last
         self.sampler = ResumableBatchSampler(len(dataset), args.batch_size, ctx.rank, ctx.world_size, args.seed,
-                                             drop_last=drop_last)
+                                             drop_last=drop_last, pad_last=pad_last)
         self.batches_per_epoch = len(self.sampler)
         dropped = len(dataset) - self.batches_per_epoch * args.batch_size * ctx.world_size
         if drop_last and dropped and ctx.world_size == 1:
             log(f"torch.compile: the last {dropped} rows of each epoch (a partial batch) are skipped so every batch "
                 f"has the same shape (no recompiles)")
+        if pad_last and dropped < 0:
+            log(f"torch.compile: the last batch of each epoch is filled with {-dropped} rows that carry no loss, so "
+                f"every batch has the same shape (no recompiles) and every row is trained")
+        self.pad_tokens = 0  # tokens of padding rows in the current micro-batch (not counted in tokens/s)
+        self.pad_row_tokens = dataset.padding_row()[0].numel() if pad_last else 0
         steps_per_epoch = math.ceil(self.batches_per_epoch / args.accumulation_steps) * updates_per_group
         self.total_steps = args.epochs * steps_per_epoch
         if args.max_steps:
@@ -525,6 +567,7 @@ class Trainer:
                 if last_micro:
                     group_start = b + 1
                 self.batches_done = b + 1
+                self.pad_tokens = self.sampler.padding_rows(b) * self.pad_row_tokens
                 yield _to_device(batch, self.ctx.device), group_size, last_micro
                 if self.done:
                     return
@@ -538,7 +581,8 @@ class Trainer:
         copies overlap the previous step."""
         if self._loader is None:
             workers = self.args.num_workers
-            self._loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
+            dataset = PaddedRows(self.dataset) if self.sampler.pad_last else self.dataset
+            self._loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
                                       collate_fn=self.collate_fn, pin_memory=self.ctx.device.type == "cuda",
                                       persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
         return self._loader
@@ -553,7 +597,9 @@ class Trainer:
         self.scaler.scale(loss).backward()
 
     def count_tokens(self, n: int) -> None:
-        """Tokens this process processed; multiplied by the world size for the throughput line."""
+        """Tokens this process processed (less those of padding rows); multiplied by the world size for the
+        throughput line."""
+        n -= self.pad_tokens
         self.tokens += n * self.ctx.world_size
         self.tokens_seen += n * self.ctx.world_size  # cumulative, for the metrics log (never reset)
 
