@@ -358,8 +358,12 @@ class BatchDecoder:
 
     @property
     def active(self) -> int:
-        """Rows decoding or queued to join."""
-        return sum(not r.done for r in self.rows) + sum(len(q[1]) * q[3] for q in self.queue)
+        """Rows decoding or queued to join. A running row that was cancelled no longer counts: the next step
+        drops it (`_leave`) before it prefills anything queued (`_join`), so the batch never holds more than
+        max_rows, and a scheduler that preempts a row can hand its place to a waiting request in the same step.
+        A cancelled row still in the queue counts until that step (it may join with its group, then leave)."""
+        return sum(not r.done and r.id not in self.cancelled for r in self.rows) + \
+            sum(len(q[1]) * q[3] for q in self.queue)
 
     @property
     def free_rows(self) -> int:

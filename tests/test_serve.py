@@ -18,18 +18,19 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 from model import chat_protocol  # noqa: E402
-from scripts import serve_openai_api as serve  # noqa: E402
+from scripts import serve_openai_api  # noqa: E402
+from scripts.serve import api, replies  # noqa: E402
+from scripts.serve import worker as serve_worker  # noqa: E402
 from model.engine import Engine, SamplingParams  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 from trainer.trainer_utils import load_tokenizer, save_weights  # noqa: E402
-
-openai = pytest.importorskip("openai")  # noqa: E402  (a declared dependency; the import names it if missing)
 
 # One OpenMP thread: on a small shared CPU two spinning threads make every decode step much slower.
 ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
@@ -180,12 +181,12 @@ def test_choice_text_counts_tokens_cuts_at_stop_and_honours_parallel_tool_calls(
                 return events
         return events + choice.end("stop")
 
-    one = serve.ChoiceText(tokenizer, [], True, "", parallel_tool_calls=False)
+    one = replies.ChoiceText(tokenizer, [], True, "", parallel_tool_calls=False)
     events = run(one, two_calls)
     assert [e[1] for e in events if e[0] == "tool_call"] == ["get_weather"]
     assert "".join(e[1] for e in events if e[0] == "content") == "好的。" + WEATHER_REPLY.replace("北京", "上海")
     assert one.final_reason() == "tool_calls" and one.tokens == len(tokenizer(two_calls)["input_ids"])
-    cut = serve.ChoiceText(tokenizer, ["MiniMind"], False, "")
+    cut = replies.ChoiceText(tokenizer, ["MiniMind"], False, "")
     assert "".join(e[1] for e in run(cut, HELLO_REPLY)) == "你好！我是" and cut.final_reason() == "stop"
     assert cut.tokens < len(tokenizer(HELLO_REPLY)["input_ids"])  # counted up to the stop, not beyond
 
@@ -212,7 +213,7 @@ def run_worker(engine, jobs_at, max_batch_size=8):
     """Start a worker, submit jobs (a list of (delay_tokens, make_job)) and collect every job's rows and ends.
 
     A job with delay k is submitted once the first job has produced k tokens (so it arrives mid-decode)."""
-    worker = serve.BatchWorker(engine, max_batch_size=max_batch_size, max_model_len=2048)
+    worker = serve_worker.BatchWorker(engine, max_batch_size=max_batch_size, max_model_len=2048)
     order = []
 
     async def go():
@@ -252,10 +253,10 @@ def run_worker(engine, jobs_at, max_batch_size=8):
 def test_worker_decodes_different_settings_in_one_batch(trained, tokenizer):
     model, _ = trained
     engine = Engine(model, eos_token_id=tokenizer.eos_token_id)
-    greedy = [(0, lambda loop, m=m, t=t, k=k: serve.Job(f"g{k}", prompt_ids(tokenizer, m, t), 1, 60, 0.0, 1.0,
+    greedy = [(0, lambda loop, m=m, t=t, k=k: serve_worker.Job(f"g{k}", prompt_ids(tokenizer, m, t), 1, 60, 0.0, 1.0,
                                                           None, False, loop))
               for k, (m, _, t) in enumerate(SAMPLES[:3])]
-    seeded = (0, lambda loop: serve.Job("s", prompt_ids(tokenizer, HELLO), 2, 5, 1.0, 1.0, 7, False, loop))
+    seeded = (0, lambda loop: serve_worker.Job("s", prompt_ids(tokenizer, HELLO), 2, 5, 1.0, 1.0, 7, False, loop))
     results, _, worker = run_worker(engine, greedy + [seeded])
     # all four requests (5 rows) join one batch at the first step: one prefill of the 4 prompts, then 5-row steps
     assert worker.decoder.forward_rows[:2] == [4, 5] and worker.admitted == 4
@@ -271,8 +272,8 @@ def test_requests_join_a_running_batch_instead_of_waiting_for_it(trained, tokeni
     """Continuous batching: a short request sent while a long one decodes finishes long before it."""
     model, _ = trained
     engine = Engine(model, eos_token_id=tokenizer.eos_token_id)
-    long = (0, lambda loop: serve.Job("long", prompt_ids(tokenizer, HELLO), 1, 120, 0.0, 1.0, None, True, loop))
-    short = (10, lambda loop: serve.Job("short", prompt_ids(tokenizer, SAMPLES[1][0], SAMPLES[1][2]), 1, 60, 0.0,
+    long = (0, lambda loop: serve_worker.Job("long", prompt_ids(tokenizer, HELLO), 1, 120, 0.0, 1.0, None, True, loop))
+    short = (10, lambda loop: serve_worker.Job("short", prompt_ids(tokenizer, SAMPLES[1][0], SAMPLES[1][2]), 1, 60, 0.0,
                                         1.0, None, False, loop))
     results, order, worker = run_worker(engine, [long, short])
     assert order == ["short", "long"]
@@ -293,7 +294,7 @@ def test_503_while_loading_then_serves(trained, tokenizer):
         assert gate.wait(60)
         return model, tokenizer
 
-    app = serve.create_app(slow_load, serve.Settings(served_model_name="m"))
+    app = api.create_app(slow_load, api.Settings(served_model_name="m"))
     body = {"model": "m", "messages": HELLO, "temperature": 0}
     with TestClient(app) as client:
         assert client.get("/health").status_code == 503
@@ -573,10 +574,10 @@ def test_oversized_bodies_get_413_before_they_are_read(server):
 
 def test_api_key_can_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("MINIMIND_API_KEY", "sk-from-env")
-    assert serve.build_parser().parse_args([]).api_key == "sk-from-env"
-    assert serve.build_parser().parse_args(["--api_key", "k"]).api_key == "k"
+    assert serve_openai_api.build_parser().parse_args([]).api_key == "sk-from-env"
+    assert serve_openai_api.build_parser().parse_args(["--api_key", "k"]).api_key == "k"
     monkeypatch.delenv("MINIMIND_API_KEY")
-    assert serve.build_parser().parse_args([]).api_key is None
+    assert serve_openai_api.build_parser().parse_args([]).api_key is None
 
 
 def test_openai_client_raises_the_matching_exceptions(server, client):
@@ -664,7 +665,7 @@ def test_disconnected_non_streaming_request_stops_its_generation(server):
 def test_load_failure_exits_with_a_clear_message(tmp_path, capsys):
     """The real entry point, in-process (a subprocess would spend ~10 s importing torch to print one line)."""
     with pytest.raises(SystemExit) as exit_:
-        serve.main(["--port", "0", "--device", "cpu", "--save_dir", str(tmp_path / "empty")])
+        serve_openai_api.main(["--port", "0", "--device", "cpu", "--save_dir", str(tmp_path / "empty")])
     err = capsys.readouterr().err
     assert exit_.value.code == 2, err
     assert "listening on http://127.0.0.1:" in err  # it bound a free port, started loading, then gave up
@@ -678,7 +679,7 @@ def test_port_in_use_is_a_clear_error(capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         with pytest.raises(SystemExit) as exit_:
-            serve.main(["--port", str(busy.getsockname()[1]), "--device", "cpu"])
+            serve_openai_api.main(["--port", str(busy.getsockname()[1]), "--device", "cpu"])
     assert exit_.value.code == 2 and "choose another --port" in capsys.readouterr().err
 
 
