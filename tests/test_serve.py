@@ -285,6 +285,55 @@ def test_requests_join_a_running_batch_instead_of_waiting_for_it(trained, tokeni
     assert rows.index(2) >= 11 and rows.count(2) >= 5
 
 
+def test_a_full_batch_gives_a_row_back_to_a_short_request_within_a_step(trained, tokenizer):
+    """Fairness (issue 27): one request with n = max_batch_size and a long budget holds every row; a short request
+    sent meanwhile starts at once (a row is preempted), and the preempted choice resumes where it stopped, so the
+    long request's replies are token for token what they are without company."""
+    model, _ = trained
+    engine = Engine(model, eos_token_id=tokenizer.eos_token_id)
+    hello, reason = prompt_ids(tokenizer, HELLO), prompt_ids(tokenizer, REASON)
+    alone = engine.generate([hello], SamplingParams(max_new_tokens=80, temperature=0, stop_ids=[]))[0].token_ids
+    w = serve_worker.BatchWorker(engine, max_batch_size=4, max_model_len=2048)
+    seen = {}
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        hog = serve_worker.Job("hog", hello, 4, 80, 0.0, 1.0, None, True, loop)
+        short = serve_worker.Job("short", reason, 1, 60, 0.0, 1.0, None, False, loop)
+        w.submit(hog)
+        w.start()
+        rows, short_rows, ended = [[] for _ in range(4)], [], set()
+        while len(ended) < 4:
+            ev = await asyncio.wait_for(hog.events.get(), 60)
+            if ev[0] == "end":
+                ended.add(ev[1])
+                continue
+            for i, t in ev[1]:
+                rows[i].append(t)
+            if len(rows[0]) == 10 and "sent" not in seen:
+                seen["sent"] = sum(map(len, rows))
+                w.submit(short)
+            while not short.events.empty():
+                sev = short.events.get_nowait()
+                if sev[0] == "tokens":
+                    seen.setdefault("first_short", sum(map(len, rows)))
+                    short_rows += [t for _, t in sev[1]]
+                elif sev[0] == "end":
+                    seen["short_end"] = sum(map(len, rows))
+        return rows, short_rows, hog
+
+    try:
+        rows, short_rows, hog = asyncio.run(go())
+    finally:
+        w.stop()
+        w.join(10)
+    # the short request's first token came within 2 decode steps of the 4-row batch (8 hog tokens), not after 80
+    assert seen["first_short"] - seen["sent"] <= 8, seen
+    assert "short_end" in seen and tokenizer.decode(short_rows) == SAMPLES[1][1]
+    assert hog.preempted >= 1
+    assert rows == [alone] * 4  # resumed by recompute: nothing lost, repeated or changed
+
+
 def test_503_while_loading_then_serves(trained, tokenizer):
     from fastapi.testclient import TestClient
     model, _ = trained
