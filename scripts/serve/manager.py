@@ -19,10 +19,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -451,6 +453,11 @@ def get_parser() -> argparse.ArgumentParser:
 
 def serve(args) -> None:
     """Check the flags, make the run manager and serve until stopped."""
+    # a plain stderr handler before the MCP SDK installs its rich one (its basicConfig is then a no-op): under a
+    # burst of connections at the open-file limit asyncio logs EMFILE, and rich's handler imports a module to
+    # print it, fails with EMFILE again inside the loop's exception handler and took the whole manager down
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
     with user_errors():
         token = os.environ.get("TRAIN_MANAGER_TOKEN") or secrets.token_urlsafe(24)
         if len(token) < 16:
