@@ -581,6 +581,14 @@ ERROR_CASES = [
     ("too many characters", dict(body=ok_body(messages=[{"role": "user", "content": "字" * 40000}])), 400,
      "messages", "40,000 characters"),
     ("wrong model", dict(body=ok_body(model="gpt-4o")), 404, "model", "gpt-4o"),
+    ("5,000 tools", dict(body=ok_body(tools=[WEATHER_TOOL] * 5000)), 400, "tools", "at most 128"),
+    ("600 messages", dict(body=ok_body(messages=HELLO * 600)), 400, "messages", "at most 512"),
+    ("one huge tool", dict(body=ok_body(tools=[{"type": "function", "function": {
+        "name": "f", "description": "d" * 9000}}])), 400, "tools.0", "at most 8,192 per tool"),
+    ("tools count toward the characters", dict(body=ok_body(tools=[{"type": "function", "function": {
+        "name": f"f{k}", "description": "d" * 8000}} for k in range(5)])), 400, "messages", "messages and tools"),
+    ("lone surrogate", dict(raw=b'{"model": "minimind-test", "messages": [{"role": "user", "content": "a\\ud83d b"}]}'),
+     400, "messages.0.content", "surrogate"),
     ("no key", dict(body=ok_body(), key=None), 401, None, "API key"),
     ("wrong key", dict(body=ok_body(), key="nope"), 401, None, "Incorrect API key"),
 ]
@@ -595,6 +603,70 @@ def test_errors_in_openai_format(server, name, req, status, param, text):
     assert text in err["message"] and err["param"] == param
     if name == "completion too long":
         assert err["code"] == "context_length_exceeded"
+
+
+def test_oversized_tool_lists_are_refused_before_rendering_which_runs_off_the_event_loop(trained, tokenizer):
+    """A 2 MB request with 5,000 tools was templated and tokenized before its 400 (issue 27): the caps come first,
+    and a request that passes them is rendered in a worker thread, never on the event loop."""
+    from fastapi.testclient import TestClient
+    model, _ = trained
+    calls = []
+
+    class Watched:  # the real tokenizer, noting where each template/tokenize call runs
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def _note(self):
+            try:
+                asyncio.get_running_loop()
+                calls.append("event loop")
+            except RuntimeError:
+                calls.append("thread")
+
+        def apply_chat_template(self, *a, **kw):
+            self._note()
+            return tokenizer.apply_chat_template(*a, **kw)
+
+        def __call__(self, *a, **kw):
+            self._note()
+            return tokenizer(*a, **kw)
+
+    app = api.create_app(lambda: (model, Watched()), api.Settings(served_model_name="m"))
+    with TestClient(app) as client:
+        deadline = time.time() + 30
+        while client.get("/health").status_code != 200:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        big = {"model": "m", "messages": HELLO, "tools": [WEATHER_TOOL] * 5000}
+        r = client.post("/v1/chat/completions", json=big)
+        assert r.status_code == 400 and "at most 128" in r.json()["error"]["message"] and calls == []
+        r = client.post("/v1/chat/completions", json={"model": "m", "messages": HELLO, "temperature": 0})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == HELLO_REPLY
+    assert calls and set(calls) == {"thread"}, calls
+
+
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_forced_tool_choice_never_returns_the_forced_prefix_as_text(client, tool_choice):
+    """The tiny model answers BROKEN with a <tool_call> block that is not JSON. With tool_choice required / named
+    the server wrote `<tool_call>` itself, so that text must never come back as content with finish "stop"
+    (issue 27): the reply is a call, or an OpenAI-style 500 naming the problem."""
+    kw = {"tools": [WEATHER_TOOL], "tool_choice": tool_choice, "temperature": 0, "max_tokens": 30}
+    errors = 0
+    try:
+        r = chat(client, BROKEN, **kw).choices[0]
+        assert r.message.tool_calls and r.finish_reason == "tool_calls"
+        assert not (r.message.content or "").startswith("<tool_call>")
+    except openai.InternalServerError as e:
+        assert "not valid JSON" in e.message and e.body["code"] == "tool_call_invalid"
+        errors += 1
+    try:
+        s = stream_reply(client, BROKEN, **kw)
+        assert s["tool_calls"] and not s["content"].startswith("<tool_call>")
+    except openai.APIError as e:
+        assert "not valid JSON" in str(e)
+        errors += 1
+    if tool_choice == "required":  # the memorised broken call after the forced `<tool_call>`: both must fail
+        assert errors == 2
 
 
 def test_a_form_post_is_a_400_not_a_500(server):
