@@ -436,7 +436,13 @@ class BatchDecoder:
 
     @torch.inference_mode()
     def _advance(self) -> None:
-        """Leave, join, then run up to `sync_every` steps on the device and read their tokens back at once."""
+        """Leave, join, then run up to `sync_every` steps on the device and read their tokens back at once.
+
+        Leave comes first so that rows a scheduler cancelled (a client gone, a preempted row) free their places
+        before anything queued is prefilled into them: the batch never holds more than max_rows, and a row given
+        back by a preemption is reused in the same step. Joins happen only at the first of the `sync_every` steps:
+        a prefill mid-chunk would need a host read to know the new rows' starts, which is what the chunk avoids
+        (sync_every 8 on CUDA: one read per 8 tokens)."""
         ended = self._leave()
         if not self.rows and not self.queue:
             if ended:
