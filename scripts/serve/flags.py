@@ -148,13 +148,15 @@ def validate_flags(stage: str, flags) -> list:
         if value is None:  # null = the trainer's default
             continue
         typ = _type_name(action)
-        if isinstance(value, (bool, list, dict)):
+        if isinstance(value, (bool, list, dict)):  # bool first: isinstance(True, int) holds, and True is not 1 here
             raise RequestError(400, f"--{name}: expected {typ}, got {json.dumps(value)}")
         if typ == "int":
             if not isinstance(value, int):
                 raise RequestError(400, f"--{name}: expected an integer, got {json.dumps(value)}")
             text = str(value)
         elif typ == "float":
+            # JSON has no inf/nan, but Python's json.loads accepts Infinity and NaN; a learning rate of inf trains
+            # to NaN weights (all 21 tensors of a tiny model, issue 27), so non-finite numbers never pass
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise RequestError(400, f"--{name}: expected a finite number, got {json.dumps(value)}")
             text = repr(float(value))

@@ -261,9 +261,9 @@ async def train_logs(request: Request, run_id: Optional[str] = None, tail_bytes:
     def is_live():
         return manager.active is not None and manager.active["id"] == rec["id"]
 
-    return StreamingResponse(stream_log(path, start, is_live, request.app.state.heartbeat_s), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                      "X-Run-Id": rec["id"]})
+    frames = stream_log(path, start, is_live, request.app.state.heartbeat_s)
+    return StreamingResponse(frames, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Run-Id": rec["id"]})
 
 # the fork's simple JSON tool endpoints (the MCP server at /mcp serves the same tools)
 @router.get("/api/tools")
