@@ -18,7 +18,9 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
 import logging
 import sys
 
-from scripts.serve.api import build_parser, serve
+from scripts.serve.api import Settings, build_parser, create_app, serve
+
+__all__ = ["Settings", "build_parser", "create_app", "main"]  # the old import path keeps working
 
 
 def main(argv=None) -> int:
