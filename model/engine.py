@@ -357,8 +357,12 @@ class BatchDecoder:
 
     @property
     def active(self) -> int:
-        """Rows decoding or queued to join."""
-        return sum(not r.done for r in self.rows) + sum(len(q[1]) * q[3] for q in self.queue)
+        """Rows decoding or queued to join. A running row that was cancelled no longer counts: the next step
+        drops it (`_leave`) before it prefills anything queued (`_join`), so the batch never holds more than
+        max_rows, and a scheduler that preempts a row can hand its place to a waiting request in the same step.
+        A cancelled row still in the queue counts until that step (it may join with its group, then leave)."""
+        return sum(not r.done and r.id not in self.cancelled for r in self.rows) + \
+            sum(len(q[1]) * q[3] for q in self.queue)
 
     @property
     def free_rows(self) -> int:
@@ -431,7 +435,13 @@ class BatchDecoder:
 
     @torch.inference_mode()
     def _advance(self) -> None:
-        """Leave, join, then run up to `sync_every` steps on the device and read their tokens back at once."""
+        """Leave, join, then run up to `sync_every` steps on the device and read their tokens back at once.
+
+        Leave comes first so that rows a scheduler cancelled (a client gone, a preempted row) free their places
+        before anything queued is prefilled into them: the batch never holds more than max_rows, and a row given
+        back by a preemption is reused in the same step. Joins happen only at the first of the `sync_every` steps:
+        a prefill mid-chunk would need a host read to know the new rows' starts, which is what the chunk avoids
+        (sync_every 8 on CUDA: one read per 8 tokens)."""
         ended = self._leave()
         if not self.rows and not self.queue:
             if ended:

@@ -18,18 +18,19 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 from model import chat_protocol  # noqa: E402
-from scripts import serve_openai_api as serve  # noqa: E402
+from scripts import serve_openai_api  # noqa: E402
+from scripts.serve import api, replies  # noqa: E402
+from scripts.serve import worker as serve_worker  # noqa: E402
 from model.engine import Engine, SamplingParams  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 from trainer.trainer_utils import load_tokenizer, save_weights  # noqa: E402
-
-openai = pytest.importorskip("openai")  # noqa: E402  (a declared dependency; the import names it if missing)
 
 # One OpenMP thread: on a small shared CPU two spinning threads make every decode step much slower.
 ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
@@ -180,12 +181,12 @@ def test_choice_text_counts_tokens_cuts_at_stop_and_honours_parallel_tool_calls(
                 return events
         return events + choice.end("stop")
 
-    one = serve.ChoiceText(tokenizer, [], True, "", parallel_tool_calls=False)
+    one = replies.ChoiceText(tokenizer, [], True, "", parallel_tool_calls=False)
     events = run(one, two_calls)
     assert [e[1] for e in events if e[0] == "tool_call"] == ["get_weather"]
     assert "".join(e[1] for e in events if e[0] == "content") == "好的。" + WEATHER_REPLY.replace("北京", "上海")
     assert one.final_reason() == "tool_calls" and one.tokens == len(tokenizer(two_calls)["input_ids"])
-    cut = serve.ChoiceText(tokenizer, ["MiniMind"], False, "")
+    cut = replies.ChoiceText(tokenizer, ["MiniMind"], False, "")
     assert "".join(e[1] for e in run(cut, HELLO_REPLY)) == "你好！我是" and cut.final_reason() == "stop"
     assert cut.tokens < len(tokenizer(HELLO_REPLY)["input_ids"])  # counted up to the stop, not beyond
 
@@ -212,7 +213,7 @@ def run_worker(engine, jobs_at, max_batch_size=8):
     """Start a worker, submit jobs (a list of (delay_tokens, make_job)) and collect every job's rows and ends.
 
     A job with delay k is submitted once the first job has produced k tokens (so it arrives mid-decode)."""
-    worker = serve.BatchWorker(engine, max_batch_size=max_batch_size, max_model_len=2048)
+    worker = serve_worker.BatchWorker(engine, max_batch_size=max_batch_size, max_model_len=2048)
     order = []
 
     async def go():
@@ -252,10 +253,10 @@ def run_worker(engine, jobs_at, max_batch_size=8):
 def test_worker_decodes_different_settings_in_one_batch(trained, tokenizer):
     model, _ = trained
     engine = Engine(model, eos_token_id=tokenizer.eos_token_id)
-    greedy = [(0, lambda loop, m=m, t=t, k=k: serve.Job(f"g{k}", prompt_ids(tokenizer, m, t), 1, 60, 0.0, 1.0,
+    greedy = [(0, lambda loop, m=m, t=t, k=k: serve_worker.Job(f"g{k}", prompt_ids(tokenizer, m, t), 1, 60, 0.0, 1.0,
                                                           None, False, loop))
               for k, (m, _, t) in enumerate(SAMPLES[:3])]
-    seeded = (0, lambda loop: serve.Job("s", prompt_ids(tokenizer, HELLO), 2, 5, 1.0, 1.0, 7, False, loop))
+    seeded = (0, lambda loop: serve_worker.Job("s", prompt_ids(tokenizer, HELLO), 2, 5, 1.0, 1.0, 7, False, loop))
     results, _, worker = run_worker(engine, greedy + [seeded])
     # all four requests (5 rows) join one batch at the first step: one prefill of the 4 prompts, then 5-row steps
     assert worker.decoder.forward_rows[:2] == [4, 5] and worker.admitted == 4
@@ -271,8 +272,8 @@ def test_requests_join_a_running_batch_instead_of_waiting_for_it(trained, tokeni
     """Continuous batching: a short request sent while a long one decodes finishes long before it."""
     model, _ = trained
     engine = Engine(model, eos_token_id=tokenizer.eos_token_id)
-    long = (0, lambda loop: serve.Job("long", prompt_ids(tokenizer, HELLO), 1, 120, 0.0, 1.0, None, True, loop))
-    short = (10, lambda loop: serve.Job("short", prompt_ids(tokenizer, SAMPLES[1][0], SAMPLES[1][2]), 1, 60, 0.0,
+    long = (0, lambda loop: serve_worker.Job("long", prompt_ids(tokenizer, HELLO), 1, 120, 0.0, 1.0, None, True, loop))
+    short = (10, lambda loop: serve_worker.Job("short", prompt_ids(tokenizer, SAMPLES[1][0], SAMPLES[1][2]), 1, 60, 0.0,
                                         1.0, None, False, loop))
     results, order, worker = run_worker(engine, [long, short])
     assert order == ["short", "long"]
@@ -284,6 +285,55 @@ def test_requests_join_a_running_batch_instead_of_waiting_for_it(trained, tokeni
     assert rows.index(2) >= 11 and rows.count(2) >= 5
 
 
+def test_a_full_batch_gives_a_row_back_to_a_short_request_within_a_step(trained, tokenizer):
+    """Fairness (issue 27): one request with n = max_batch_size and a long budget holds every row; a short request
+    sent meanwhile starts at once (a row is preempted), and the preempted choice resumes where it stopped, so the
+    long request's replies are token for token what they are without company."""
+    model, _ = trained
+    engine = Engine(model, eos_token_id=tokenizer.eos_token_id)
+    hello, reason = prompt_ids(tokenizer, HELLO), prompt_ids(tokenizer, REASON)
+    alone = engine.generate([hello], SamplingParams(max_new_tokens=80, temperature=0, stop_ids=[]))[0].token_ids
+    w = serve_worker.BatchWorker(engine, max_batch_size=4, max_model_len=2048)
+    seen = {}
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        hog = serve_worker.Job("hog", hello, 4, 80, 0.0, 1.0, None, True, loop)
+        short = serve_worker.Job("short", reason, 1, 60, 0.0, 1.0, None, False, loop)
+        w.submit(hog)
+        w.start()
+        rows, short_rows, ended = [[] for _ in range(4)], [], set()
+        while len(ended) < 4:
+            ev = await asyncio.wait_for(hog.events.get(), 60)
+            if ev[0] == "end":
+                ended.add(ev[1])
+                continue
+            for i, t in ev[1]:
+                rows[i].append(t)
+            if len(rows[0]) == 10 and "sent" not in seen:
+                seen["sent"] = sum(map(len, rows))
+                w.submit(short)
+            while not short.events.empty():
+                sev = short.events.get_nowait()
+                if sev[0] == "tokens":
+                    seen.setdefault("first_short", sum(map(len, rows)))
+                    short_rows += [t for _, t in sev[1]]
+                elif sev[0] == "end":
+                    seen["short_end"] = sum(map(len, rows))
+        return rows, short_rows, hog
+
+    try:
+        rows, short_rows, hog = asyncio.run(go())
+    finally:
+        w.stop()
+        w.join(10)
+    # the short request's first token came within 2 decode steps of the 4-row batch (8 hog tokens), not after 80
+    assert seen["first_short"] - seen["sent"] <= 8, seen
+    assert "short_end" in seen and tokenizer.decode(short_rows) == SAMPLES[1][1]
+    assert hog.preempted >= 1
+    assert rows == [alone] * 4  # resumed by recompute: nothing lost, repeated or changed
+
+
 def test_503_while_loading_then_serves(trained, tokenizer):
     from fastapi.testclient import TestClient
     model, _ = trained
@@ -293,7 +343,7 @@ def test_503_while_loading_then_serves(trained, tokenizer):
         assert gate.wait(60)
         return model, tokenizer
 
-    app = serve.create_app(slow_load, serve.Settings(served_model_name="m"))
+    app = api.create_app(slow_load, api.Settings(served_model_name="m"))
     body = {"model": "m", "messages": HELLO, "temperature": 0}
     with TestClient(app) as client:
         assert client.get("/health").status_code == 503
@@ -531,6 +581,14 @@ ERROR_CASES = [
     ("too many characters", dict(body=ok_body(messages=[{"role": "user", "content": "字" * 40000}])), 400,
      "messages", "40,000 characters"),
     ("wrong model", dict(body=ok_body(model="gpt-4o")), 404, "model", "gpt-4o"),
+    ("5,000 tools", dict(body=ok_body(tools=[WEATHER_TOOL] * 5000)), 400, "tools", "at most 128"),
+    ("600 messages", dict(body=ok_body(messages=HELLO * 600)), 400, "messages", "at most 512"),
+    ("one huge tool", dict(body=ok_body(tools=[{"type": "function", "function": {
+        "name": "f", "description": "d" * 9000}}])), 400, "tools.0", "at most 8,192 per tool"),
+    ("tools count toward the characters", dict(body=ok_body(tools=[{"type": "function", "function": {
+        "name": f"f{k}", "description": "d" * 8000}} for k in range(5)])), 400, "messages", "messages and tools"),
+    ("lone surrogate", dict(raw=b'{"model": "minimind-test", "messages": [{"role": "user", "content": "a\\ud83d b"}]}'),
+     400, "messages.0.content", "surrogate"),
     ("no key", dict(body=ok_body(), key=None), 401, None, "API key"),
     ("wrong key", dict(body=ok_body(), key="nope"), 401, None, "Incorrect API key"),
 ]
@@ -545,6 +603,70 @@ def test_errors_in_openai_format(server, name, req, status, param, text):
     assert text in err["message"] and err["param"] == param
     if name == "completion too long":
         assert err["code"] == "context_length_exceeded"
+
+
+def test_oversized_tool_lists_are_refused_before_rendering_which_runs_off_the_event_loop(trained, tokenizer):
+    """A 2 MB request with 5,000 tools was templated and tokenized before its 400 (issue 27): the caps come first,
+    and a request that passes them is rendered in a worker thread, never on the event loop."""
+    from fastapi.testclient import TestClient
+    model, _ = trained
+    calls = []
+
+    class Watched:  # the real tokenizer, noting where each template/tokenize call runs
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def _note(self):
+            try:
+                asyncio.get_running_loop()
+                calls.append("event loop")
+            except RuntimeError:
+                calls.append("thread")
+
+        def apply_chat_template(self, *a, **kw):
+            self._note()
+            return tokenizer.apply_chat_template(*a, **kw)
+
+        def __call__(self, *a, **kw):
+            self._note()
+            return tokenizer(*a, **kw)
+
+    app = api.create_app(lambda: (model, Watched()), api.Settings(served_model_name="m"))
+    with TestClient(app) as client:
+        deadline = time.time() + 30
+        while client.get("/health").status_code != 200:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        big = {"model": "m", "messages": HELLO, "tools": [WEATHER_TOOL] * 5000}
+        r = client.post("/v1/chat/completions", json=big)
+        assert r.status_code == 400 and "at most 128" in r.json()["error"]["message"] and calls == []
+        r = client.post("/v1/chat/completions", json={"model": "m", "messages": HELLO, "temperature": 0})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == HELLO_REPLY
+    assert calls and set(calls) == {"thread"}, calls
+
+
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_forced_tool_choice_never_returns_the_forced_prefix_as_text(client, tool_choice):
+    """The tiny model answers BROKEN with a <tool_call> block that is not JSON. With tool_choice required / named
+    the server wrote `<tool_call>` itself, so that text must never come back as content with finish "stop"
+    (issue 27): the reply is a call, or an OpenAI-style 500 naming the problem."""
+    kw = {"tools": [WEATHER_TOOL], "tool_choice": tool_choice, "temperature": 0, "max_tokens": 30}
+    errors = 0
+    try:
+        r = chat(client, BROKEN, **kw).choices[0]
+        assert r.message.tool_calls and r.finish_reason == "tool_calls"
+        assert not (r.message.content or "").startswith("<tool_call>")
+    except openai.InternalServerError as e:
+        assert "not valid JSON" in e.message and e.body["code"] == "tool_call_invalid"
+        errors += 1
+    try:
+        s = stream_reply(client, BROKEN, **kw)
+        assert s["tool_calls"] and not s["content"].startswith("<tool_call>")
+    except openai.APIError as e:
+        assert "not valid JSON" in str(e)
+        errors += 1
+    if tool_choice == "required":  # the memorised broken call after the forced `<tool_call>`: both must fail
+        assert errors == 2
 
 
 def test_a_form_post_is_a_400_not_a_500(server):
@@ -573,10 +695,10 @@ def test_oversized_bodies_get_413_before_they_are_read(server):
 
 def test_api_key_can_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("MINIMIND_API_KEY", "sk-from-env")
-    assert serve.build_parser().parse_args([]).api_key == "sk-from-env"
-    assert serve.build_parser().parse_args(["--api_key", "k"]).api_key == "k"
+    assert serve_openai_api.build_parser().parse_args([]).api_key == "sk-from-env"
+    assert serve_openai_api.build_parser().parse_args(["--api_key", "k"]).api_key == "k"
     monkeypatch.delenv("MINIMIND_API_KEY")
-    assert serve.build_parser().parse_args([]).api_key is None
+    assert serve_openai_api.build_parser().parse_args([]).api_key is None
 
 
 def test_openai_client_raises_the_matching_exceptions(server, client):
@@ -664,7 +786,7 @@ def test_disconnected_non_streaming_request_stops_its_generation(server):
 def test_load_failure_exits_with_a_clear_message(tmp_path, capsys):
     """The real entry point, in-process (a subprocess would spend ~10 s importing torch to print one line)."""
     with pytest.raises(SystemExit) as exit_:
-        serve.main(["--port", "0", "--device", "cpu", "--save_dir", str(tmp_path / "empty")])
+        serve_openai_api.main(["--port", "0", "--device", "cpu", "--save_dir", str(tmp_path / "empty")])
     err = capsys.readouterr().err
     assert exit_.value.code == 2, err
     assert "listening on http://127.0.0.1:" in err  # it bound a free port, started loading, then gave up
@@ -678,7 +800,7 @@ def test_port_in_use_is_a_clear_error(capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         with pytest.raises(SystemExit) as exit_:
-            serve.main(["--port", str(busy.getsockname()[1]), "--device", "cpu"])
+            serve_openai_api.main(["--port", str(busy.getsockname()[1]), "--device", "cpu"])
     assert exit_.value.code == 2 and "choose another --port" in capsys.readouterr().err
 
 

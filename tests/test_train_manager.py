@@ -19,7 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scripts import tool_mocks
-from scripts import serve_train_manager as tm
+from scripts.serve import flags, runs
+from scripts.serve import manager as manager_app
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-" + "x" * 16
@@ -31,8 +32,8 @@ TINY = {"hidden_size": 64, "num_hidden_layers": 2, "batch_size": 2, "max_seq_len
 
 @pytest.fixture
 def client(tmp_path):
-    manager = tm.RunManager(tmp_path / "state", launcher="python", stop_grace_s=2, devices=CPU)
-    app = tm.build_app(manager, TOKEN, cors_origins=["http://allowed.example:5173"], max_body_bytes=4096)
+    manager = runs.RunManager(tmp_path / "state", launcher="python", stop_grace_s=2, devices=CPU)
+    app = manager_app.build_app(manager, TOKEN, cors_origins=["http://allowed.example:5173"], max_body_bytes=4096)
     with TestClient(app, base_url="http://127.0.0.1:8999") as c:
         c.manager = manager
         yield c
@@ -151,28 +152,28 @@ def test_oversized_and_malformed_bodies(client):
         for _ in range(10):  # chunked' --data-binary @big`), so the cap must hold while the body arrives
             yield b"a" * 1000
     r = client.post("/api/train/start", headers={**AUTH, "Content-Type": "application/json"}, content=chunks())
-    assert r.status_code == 413 and "4096 bytes" in r.json()["detail"]
+    assert r.status_code == 413 and "4,096 bytes" in r.json()["detail"]
     r = client.post("/api/train/start", headers=AUTH, content=(b for b in [b'{"stage": "pretrain", ', b'"flags": []}']))
     assert r.status_code == 400 and "JSON object" in r.json()["detail"]  # a small chunked body still gets through
     assert client.manager.history() == []
 
 
 def test_good_flags_become_an_argv_list():
-    argv = tm.validate_flags("pretrain", {"--hidden_size": 64, "learning_rate": 1e-3, "data_path":
+    argv = flags.validate_flags("pretrain", {"--hidden_size": 64, "learning_rate": 1e-3, "data_path":
                                           "dataset/demo/pretrain_demo.jsonl", "save_dir": str(ROOT / "out" / "x"),
                                           "use_moe": 1, "device": "cpu", "seed": None})
     assert argv == ["--hidden_size", "64", "--learning_rate", "0.001", "--data_path",
                     "dataset/demo/pretrain_demo.jsonl", "--save_dir", "out/x", "--use_moe", "1", "--device", "cpu"]
     # distillation's own aliases are flags of its parser, so the fork's failing distillation start works here
-    assert tm.validate_flags("distillation", {"student_hidden_size": 64, "teacher_hidden_size": 96}) == [
+    assert flags.validate_flags("distillation", {"student_hidden_size": 64, "teacher_hidden_size": 96}) == [
         "--student_hidden_size", "64", "--teacher_hidden_size", "96"]
 
 
 def test_stages_list_flags_and_defaults_from_each_trainers_parser(client):
     stages = {s["name"]: s for s in client.get("/api/stages", headers=AUTH).json()["stages"]}
-    assert list(stages) == list(tm.STAGES)
+    assert list(stages) == list(flags.STAGES)
     for name, info in stages.items():
-        parser = tm.importlib.import_module(f"trainer.train_{name}").get_parser()
+        parser = flags.importlib.import_module(f"trainer.train_{name}").get_parser()
         defaults = {f["name"]: f["default"] for f in info["flags"]}
         for flag in ("learning_rate", "batch_size", "epochs", "from_weight", "save_weight"):
             want = parser.get_default(flag)
@@ -258,7 +259,7 @@ def test_restart_adopts_a_live_run_and_marks_a_dead_one_interrupted(tmp_path):
         record("20260101-000001-bbbbbb", dead)
         (state / "active.json").write_text(json.dumps({"id": a["id"], "pid": live.pid,
                                                        "create_time": a["create_time"]}))
-        m = tm.RunManager(state, launcher="python", devices=CPU)
+        m = runs.RunManager(state, launcher="python", devices=CPU)
         assert m.active["id"] == a["id"] and "adopted" in m.active["note"]
         assert m.load("20260101-000001-bbbbbb")["status"] == "interrupted"
 
