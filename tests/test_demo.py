@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,53 @@ def test_demo_script_runs_end_to_end_and_reports(tmp_path):
     report = (tmp_path / "out" / "demo_summary.md").read_text(encoding="utf-8")
     assert "| all |" in report and f"eval_llm.py chat --save_dir {tmp_path / 'out'}" in report
     assert "| idiom_mc (n=296) | 25.0% |" in report and "| pretrain_256 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def externally_managed_python(folder: Path) -> Path:
+    """A stand-in for Debian's /usr/bin/python3: this interpreter's binary under a prefix of its own whose stdlib
+    folder carries the PEP 668 EXTERNALLY-MANAGED marker, so `pip install` there is refused as on Debian 12. (A venv
+    cannot stand in: pip ignores the marker inside one.) Its site-packages sees this test's packages through a .pth
+    line, so a venv made from it with --system-site-packages installs nothing new (no 2 GB download in a test)."""
+    base, ver = Path(sys.base_prefix), f"python{sys.version_info.major}.{sys.version_info.minor}"
+    real_bin = Path(sys._base_executable if hasattr(sys, "_base_executable") else sys.executable).resolve()
+    stdlib = base / "lib" / ver
+    if not (stdlib / "os.py").is_file():
+        pytest.skip(f"this Python's stdlib is not at {stdlib} (cannot build an externally-managed copy of it)")
+    (folder / "bin").mkdir(parents=True)
+    lib = folder / "lib" / ver
+    lib.mkdir(parents=True)
+    for entry in stdlib.iterdir():
+        if entry.name not in ("site-packages", "EXTERNALLY-MANAGED"):
+            (lib / entry.name).symlink_to(entry)
+    for so in (base / "lib").glob("libpython*"):
+        (folder / "lib" / so.name).symlink_to(so)
+    (lib / "EXTERNALLY-MANAGED").write_text("[externally-managed]\nError=simulated Debian 12 system Python\n")
+    (lib / "site-packages").mkdir()
+    import site
+    (lib / "site-packages" / "test_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    python = folder / "bin" / ver
+    shutil.copy2(real_bin, python)
+    return python
+
+
+def test_demo_install_makes_a_venv_where_the_system_python_refuses_pip(tmp_path):
+    python = externally_managed_python(tmp_path / "system")
+    env = {k: v for k, v in ENV.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH")}
+    probe = subprocess.run([str(python), "-c", "import sys; print(sys.prefix == sys.base_prefix, sys.prefix)"],
+                           capture_output=True, text=True, env=env)
+    if probe.stdout.split()[:2] != ["True", str(tmp_path / "system")]:
+        pytest.skip(f"the copied interpreter does not take its own prefix: {probe.stdout} {probe.stderr}")
+    refused = subprocess.run([str(python), "-m", "pip", "install", "--dry-run", "--no-index", "tqdm"],
+                             capture_output=True, text=True, env=env)
+    assert refused.returncode != 0 and "externally-managed-environment" in refused.stderr  # as on Debian 12
+    venv = tmp_path / "venv"
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], capture_output=True, text=True, timeout=600,
+                          env=dict(env, PYTHON=str(python), DEMO_VENV=str(venv), DEMO_SYSTEM_SITE="1",
+                                   DEMO_INSTALL_ONLY="1", DEMO_NO_UV="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"environment: {venv} (project virtual environment, installer pip" in proc.stdout
+    assert f"python: {venv}/bin/python" in proc.stdout and "about 2 GB" in proc.stdout
+    check = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import sys, torch, transformers, fastapi; print(sys.prefix)"],
+                           capture_output=True, text=True, env=env)
+    assert check.returncode == 0 and check.stdout.strip() == str(venv), check.stderr
