@@ -6,6 +6,8 @@
     python eval_llm.py chat --lora_weight lora_identity  # full_sft + out/lora/lora_identity_{hidden}/ merged in
     python eval_llm.py auto --load_from ./MiniMind2      # a transformers folder instead of a .pth
 
+The fixed prompts and the prompt format are model/chat_protocol.py's (shared with scripts/eval_bench.py).
+
 Sizes come from the weight file's .json sidecar, so `--hidden_size` is only needed when `--save_dir` holds
 several sizes of one stage. All decoding goes through the shared `model.engine.Engine`.
 """
@@ -14,34 +16,11 @@ import os
 import sys
 import time
 
-from model.chat_protocol import IncrementalDecoder, read_questions
+from model.chat_protocol import CHAT_PROMPTS, PRETRAIN_PROMPTS, IncrementalDecoder, build_prompt, read_questions
 from model.checkpoint import add_model_args, info, is_native, load_model
 from model.engine import Engine, SamplingParams
 from model.runtime import UserError, user_errors
 
-# Chat prompts: general knowledge, code, English, and a small word problem that a `reason` model answers in its
-# <think>/<answer> format.
-CHAT_PROMPTS = [
-    "请介绍一下你自己。",
-    "为什么海水是咸的？",
-    "用Python写一个判断素数的函数。",
-    "简单解释一下光合作用的过程。",
-    "给第一次去北京旅游的人一些建议。",
-    "What is the capital of France, and what is it known for?",
-    "Explain in two sentences what a neural network is.",
-    "小明有12颗糖，分给3个朋友每人3颗，他还剩几颗？",
-]
-# A pretrain model has never seen the chat template; it continues raw text (bos + prompt), as in MiniMind.
-PRETRAIN_PROMPTS = [
-    "中国的首都是",
-    "水在一个标准大气压下的沸点是",
-    "长城是中国古代",
-    "秋天到了，树叶",
-    "人工智能的发展",
-    "学习一门新语言最好的方法是",
-    "The sun rises in the",
-    "Python is a programming language that",
-]
 REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 DIM, RESET = "\033[2m", "\033[0m"
 
@@ -126,14 +105,6 @@ class ReplyPrinter:
 
 
 # ------------------------------------------------------------------------------------------------------- generation
-
-def build_prompt(tokenizer, messages: list, raw: bool) -> list:
-    """Token ids for the model: ChatML with the generation prompt, or bos + text for a pretrain model."""
-    if raw:
-        return [tokenizer.bos_token_id] + tokenizer(messages[-1]["content"])["input_ids"]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text)["input_ids"]
-
 
 def answer(engine: Engine, tokenizer, prompt_ids: list, params: SamplingParams, show_speed: bool):
     """Stream one reply to stdout; returns its text, or None when interrupted with Ctrl-C."""

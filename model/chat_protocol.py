@@ -1,5 +1,6 @@
-"""What the API server, the terminal client and the web demo share: how a MiniMind reply splits into reasoning,
-answer and tool calls, and how long a context the model takes.
+"""What the API server, the terminal client, the web demo and the evaluations share: how a MiniMind reply splits
+into reasoning, answer and tool calls, how long a context the model takes, and how a prompt is built (ChatML, or
+bos + raw text for a pretrain model), with the fixed prompt sets of `eval_llm.py auto` and scripts/eval_bench.py.
 
 A reply is plain text with tag tokens in it (the tokenizer has `<think>`, `</think>`, `<answer>`, `</answer>`,
 `<tool_call>`, `</tool_call>` as single tokens):
@@ -16,6 +17,30 @@ import json
 import sys
 import uuid
 from typing import List, Optional, Sequence, Tuple
+
+# Chat prompts of `eval_llm.py auto` and eval_bench's generation samples: general knowledge, code, English, and
+# a small word problem that a `reason` model answers in its <think>/<answer> format.
+CHAT_PROMPTS = [
+    "请介绍一下你自己。",
+    "为什么海水是咸的？",
+    "用Python写一个判断素数的函数。",
+    "简单解释一下光合作用的过程。",
+    "给第一次去北京旅游的人一些建议。",
+    "What is the capital of France, and what is it known for?",
+    "Explain in two sentences what a neural network is.",
+    "小明有12颗糖，分给3个朋友每人3颗，他还剩几颗？",
+]
+# A pretrain model has never seen the chat template; it continues raw text (bos + prompt), as in MiniMind.
+PRETRAIN_PROMPTS = [
+    "中国的首都是",
+    "水在一个标准大气压下的沸点是",
+    "长城是中国古代",
+    "秋天到了，树叶",
+    "人工智能的发展",
+    "学习一门新语言最好的方法是",
+    "The sun rises in the",
+    "Python is a programming language that",
+]
 
 THINK, END_THINK = "<think>", "</think>"
 ANSWER, END_ANSWER = "<answer>", "</answer>"
@@ -178,12 +203,23 @@ def split_reply(text: str, parse_tools: bool = True) -> dict:
     return out
 
 
+def build_prompt(tokenizer, messages: list, raw: bool) -> list:
+    """Token ids for the model: ChatML with the generation prompt, or bos + the last message's text for a pretrain
+    model (`raw`), which has never seen the template."""
+    if raw:
+        return [tokenizer.bos_token_id] + tokenizer(messages[-1]["content"])["input_ids"]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text)["input_ids"]
+
+
 def trained_context_len(config) -> int:
     """Prompt + reply tokens a model handles: MiniMind trains at <= 2048 positions; YaRN (inference_rope_scaling)
     stretches them 16x, up to max_position_embeddings."""
     limit = getattr(config, "max_position_embeddings", None) or 2048
     if getattr(config, "inference_rope_scaling", False):
         return limit
+    # deferred: model_minimind pulls in torch and transformers (~3 s), and the terminal client imports this module
+    # on machines with only `openai` installed; only a config without YaRN gets here
     from model.model_minimind import YARN_DEFAULTS
     return min(limit, YARN_DEFAULTS["original_max_position_embeddings"])
 

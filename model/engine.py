@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import torch.fx.experimental._config as fx_config
 
-from .model_minimind import StaticKVCache
+from .model_minimind import FeedForward, MiniMindBlock, StaticKVCache
 
 log = logging.getLogger("minimind.engine")
 
@@ -174,7 +174,6 @@ class StackedProjections:
 
     @staticmethod
     def of(model) -> Optional["StackedProjections"]:
-        from .model_minimind import FeedForward, MiniMindBlock
         blocks = sorted((m for m in model.modules() if isinstance(m, MiniMindBlock)),
                         key=lambda m: m.self_attn.layer_idx)
 

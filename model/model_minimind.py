@@ -42,6 +42,17 @@ DECODE_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTI
 YARN_DEFAULTS = dict(type="yarn", factor=16, original_max_position_embeddings=2048,
                      beta_fast=32.0, beta_slow=1.0, attention_factor=1.0)
 
+# The released MiniMind2 sizes by name, as MiniMindConfig keyword arguments: the one definition the benchmarks
+# (scripts/bench/) and the tutorial's size table use. Parameters counted as MiniMind counts them (tied embedding
+# once): small 25.8M, base 104M, moe 145M (of which about 92M pass through one token: 2 of 4 routed experts + the
+# shared one). tiny is the tests' 64-wide, 2-layer model, for CPU checks of the benchmark scripts themselves.
+PRESETS = {
+    "tiny": dict(hidden_size=64, num_hidden_layers=2),
+    "small": dict(hidden_size=512, num_hidden_layers=8),  # MiniMind2-Small
+    "base": dict(hidden_size=768, num_hidden_layers=16),  # MiniMind2
+    "moe": dict(hidden_size=640, num_hidden_layers=8, use_moe=True),  # MiniMind2-MoE
+}
+
 
 def default_intermediate_size(hidden_size: int) -> int:
     """SwiGLU width: 8/3 of the hidden size rounded up to a multiple of 64 (1408 at 512, 1728 at 640, 2048 at 768)."""

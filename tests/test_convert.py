@@ -19,6 +19,8 @@ import eval_llm  # noqa: E402
 from conftest import run_main  # noqa: E402
 from scripts import convert_to_hf  # noqa: E402
 from scripts import export_gguf  # noqa: E402
+from scripts.convert import gguf as gguf_writer  # noqa: E402
+from scripts.convert import hf as hf_export  # noqa: E402
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, apply_rope, precompute_rope  # noqa: E402
 from trainer.trainer_utils import load_tokenizer, save_weights, weight_path  # noqa: E402
 
@@ -168,13 +170,13 @@ def test_yarn_is_exported_and_matches_native_yarn(tmp_path):
 def test_a_wrong_mapping_is_caught_before_anything_is_written(tmp_path, capsys, monkeypatch):
     """The converter's own check: forgetting the x2 on the shared expert (sigmoid(0) = 0.5) must fail it."""
     make_checkpoint(tmp_path / "out", use_moe=True)
-    right = convert_to_hf.qwen2_moe_state
+    right = hf_export.qwen2_moe_state
 
     def forgets_the_gate_half(state, config):
         out = right(state, config)
         return {k: v / 2 if k.endswith("shared_expert.down_proj.weight") else v for k, v in out.items()}
 
-    monkeypatch.setattr(convert_to_hf, "qwen2_moe_state", forgets_the_gate_half)
+    monkeypatch.setattr(hf_export, "qwen2_moe_state", forgets_the_gate_half)
     err = run_user_error(convert_to_hf.main, ["--save_dir", tmp_path / "out", "--use_moe", 1,
                                               "--output_dir", tmp_path / "hf"], capsys)
     assert "converted logits differ from the native model" in err
@@ -244,7 +246,7 @@ def test_cli_default_float16_with_gguf(tmp_path):
     tensors = {t.name: t for t in reader.tensors}
     assert len(tensors) == 2 + 9 * 2 and "output.weight" not in tensors
     q = torch.from_numpy(tensors["blk.1.attn_q.weight"].data.copy()).reshape(64, 64)
-    assert torch.equal(q, export_gguf.rotate_half_to_pairs(src["model.layers.1.self_attn.q_proj.weight"], 4))
+    assert torch.equal(q, gguf_writer.rotate_half_to_pairs(src["model.layers.1.self_attn.q_proj.weight"], 4))
     assert tensors["blk.0.attn_norm.weight"].tensor_type.name == "F32"
 
 
@@ -266,8 +268,8 @@ def test_rotate_half_to_pairs_preserves_attention_scores():
         even, odd = v[..., 0::2], v[..., 1::2]
         return torch.stack([even * ang[0] - odd * ang[1], even * ang[1] + odd * ang[0]], dim=-1).flatten(-2)
 
-    qp = rope_pairs(split(export_gguf.rotate_half_to_pairs(wq, heads)))
-    kp = rope_pairs(split(export_gguf.rotate_half_to_pairs(wk, heads)))
+    qp = rope_pairs(split(gguf_writer.rotate_half_to_pairs(wq, heads)))
+    kp = rope_pairs(split(gguf_writer.rotate_half_to_pairs(wk, heads)))
     assert torch.allclose(qp @ kp.transpose(-1, -2), ours, atol=1e-4)
     # without the permutation the scores differ: the check above can fail
     assert not torch.allclose(rope_pairs(split(wq)) @ rope_pairs(split(wk)).transpose(-1, -2), ours, atol=1e-2)
@@ -428,13 +430,22 @@ def test_to_pth_refuses_a_folder_that_is_not_minimind(tmp_path, capsys):
     assert "no config.json" in err
 
 
+def test_export_gguf_command_writes_the_gguf_next_to_the_verified_folder(tmp_path):
+    """scripts/export_gguf.py is convert_to_hf.py with --gguf on: folder verified, GGUF and Modelfile written."""
+    make_checkpoint(tmp_path / "out")
+    out = tmp_path / "hf"
+    assert run(export_gguf.main, ["--save_dir", tmp_path / "out", "--output_dir", out]) == 0
+    assert (out / "minimind-f16.gguf").stat().st_size > 0 and (out / "config.json").is_file()
+    assert (out / "Modelfile").read_text().startswith("FROM ./minimind-f16.gguf")
+
+
 def test_gguf_declares_the_trained_context_and_yarn_when_enabled(tmp_path):
     """2048 positions as trained; with --inference_rope_scaling 1, 32768 plus the YaRN keys llama.cpp reads."""
     from gguf import GGUFReader
     for yarn in (False, True):
         model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2, inference_rope_scaling=yarn))
         path = tmp_path / f"m{int(yarn)}.gguf"
-        export_gguf.write_gguf(model, path, torch.float32)
+        gguf_writer.write_gguf(model, path, torch.float32)
         meta = {k: f.contents() for k, f in GGUFReader(str(path)).fields.items() if not k.startswith("GGUF.")}
         if not yarn:
             assert meta["llama.context_length"] == 2048 and "llama.rope.scaling.type" not in meta

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 from scripts import chat_openai_api  # noqa: E402
 from scripts import convert_to_hf  # noqa: E402
 from scripts import demo_report  # noqa: E402
-from scripts import eval_bench  # noqa: E402
+from scripts.client import chat as chat_client  # noqa: E402
+from scripts.evals import bench as eval_bench  # noqa: E402
 from trainer import train_dpo  # noqa: E402
 import eval_llm  # noqa: E402
 from scripts import serve_openai_api  # noqa: E402
@@ -139,7 +140,7 @@ def test_eval_llm_without_weights_points_at_the_demo_folder(tmp_path, monkeypatc
 
 
 def test_tools_example_loads_and_matches_the_bundled_tool_data():
-    tools = chat_openai_api.load_tools(str(ROOT / "scripts" / "tools_example.json"))
+    tools = chat_client.load_tools(str(ROOT / "scripts" / "tools_example.json"))
     names = {t["function"]["name"] for t in tools}
     trained = set()
     with open(ROOT / "dataset" / "demo" / "tool_call_demo.jsonl", encoding="utf-8") as f:

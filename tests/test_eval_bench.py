@@ -12,7 +12,8 @@ from conftest import run_main
 
 from model.checkpoint import load_tokenizer, load_weights, save_weights, weight_path
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
-from scripts import eval_bench
+from scripts import eval_bench as eval_bench_cli
+from scripts.evals import bench as eval_bench
 
 TINY = {"hidden_size": 64, "num_hidden_layers": 2}
 TRAIN = ["--hidden_size", "64", "--num_hidden_layers", "2", "--device", "cpu", "--log_interval", "5",
@@ -39,7 +40,7 @@ def write_jsonl(path, rows):
 
 
 def bench(argv) -> int:
-    return eval_bench.main([str(a) for a in argv])
+    return eval_bench_cli.main([str(a) for a in argv])
 
 
 def tiny_model(seed=0):

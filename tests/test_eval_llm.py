@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import checkpoint
+from model import chat_protocol, checkpoint
 import eval_llm
 from conftest import run_main
 from model.model_lora import apply_lora, save_lora
@@ -82,13 +82,13 @@ def test_auto_answers_every_prompt_with_sizes_from_the_sidecar(trained):
     assert "sizes from full_sft_64.json" in proc.stderr  # no --hidden_size was given
     assert "deprecated" not in proc.stdout + proc.stderr  # transformers' notices never reach the user
     assert "hidden_size 64, 2 layers, dense" in proc.stderr
-    for prompt in eval_llm.CHAT_PROMPTS:
+    for prompt in chat_protocol.CHAT_PROMPTS:
         assert prompt in proc.stdout
-    assert answers(proc.stdout) == len(eval_llm.CHAT_PROMPTS)
-    assert len(SPEED.findall(proc.stdout)) == len(eval_llm.CHAT_PROMPTS)
+    assert answers(proc.stdout) == len(chat_protocol.CHAT_PROMPTS)
+    assert len(SPEED.findall(proc.stdout)) == len(chat_protocol.CHAT_PROMPTS)
     # every answer has text: the 8 sampled tokens are (almost surely) not all whitespace
     replies = re.findall(r"🤖: (.*?)\n\[\d+ tokens", proc.stdout, flags=re.S)
-    assert len(replies) == len(eval_llm.CHAT_PROMPTS) and all(r.strip() for r in replies)
+    assert len(replies) == len(chat_protocol.CHAT_PROMPTS) and all(r.strip() for r in replies)
 
 
 def test_chat_over_stdin_with_clear_and_exit(trained):
@@ -133,7 +133,7 @@ def test_load_from_a_save_pretrained_folder(trained, tmp_path):
     proc = run_eval("auto", "--load_from", tmp_path / "hf", "--max_new_tokens", 4, "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert "transformers folder" in proc.stderr
-    assert answers(proc.stdout) == len(eval_llm.CHAT_PROMPTS)
+    assert answers(proc.stdout) == len(chat_protocol.CHAT_PROMPTS)
 
 
 def test_lora_adapter_is_loaded_and_merged(trained, capsys):
@@ -150,7 +150,7 @@ def test_lora_adapter_is_loaded_and_merged(trained, capsys):
                           "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert f"lora: merged {out / 'lora' / 'lora_identity_64'}" in captured.err
-    assert answers(captured.out) == len(eval_llm.CHAT_PROMPTS)
+    assert answers(captured.out) == len(chat_protocol.CHAT_PROMPTS)
 
     args = eval_llm.build_parser().parse_args(["--save_dir", str(out), "--lora_weight", "lora_identity",
                                                "--device", "cpu"])
@@ -231,7 +231,7 @@ def test_reply_printer_marks_reasoning_and_keeps_the_full_text(tokenizer):
 
 def test_pretrain_prompts_are_raw_text_and_chat_prompts_use_the_template(tokenizer):
     msgs = [{"role": "user", "content": "中国的首都是"}]
-    raw = eval_llm.build_prompt(tokenizer, msgs, raw=True)
+    raw = chat_protocol.build_prompt(tokenizer, msgs, raw=True)
     assert raw == [tokenizer.bos_token_id] + tokenizer("中国的首都是")["input_ids"]
-    chat = tokenizer.decode(eval_llm.build_prompt(tokenizer, msgs, raw=False))
+    chat = tokenizer.decode(chat_protocol.build_prompt(tokenizer, msgs, raw=False))
     assert chat.startswith("<|im_start|>system\n") and chat.endswith("<|im_start|>assistant\n")

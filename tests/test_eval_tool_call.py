@@ -1,4 +1,4 @@
-"""scripts/eval_tool_call.py and scripts/tool_mocks.py: metrics on hand-made predictions against hand-computed values,
+"""scripts/eval_tool_call.py (scripts/evals/tool_call.py) and scripts/toolcall/tool_mocks.py: metrics on hand-made predictions against hand-computed values,
 reply parsing, the safe calculator, the multi-round loop with replayed results, an OpenAI endpoint through the
 official client, native weights through the Engine, the tool SFT stage of train_full_sft.py, and the learning test:
 tool SFT on a small generated set lifts tool-name accuracy and JSON validity on held-out cases."""
@@ -16,8 +16,9 @@ import torch
 from conftest import run_main
 from model.checkpoint import load_tokenizer, save_weights
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
-from scripts import eval_tool_call as ev
-from scripts import tool_mocks
+from scripts import eval_tool_call
+from scripts.evals import tool_call as ev
+from scripts.toolcall import tool_mocks
 from scripts.data_prepare_toolcall import main as prepare_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +168,7 @@ def test_endpoint_through_the_openai_client_writes_jsonl_and_table(tmp_path):
     from test_web_tool_page import StubServer
     out = tmp_path / "api.jsonl"
     with StubServer() as stub:
-        proc = run_main(ev.main, ["--base_url", stub.base_url, "--data_path", "none", "--out", out,
+        proc = run_main(eval_tool_call.main, ["--base_url", stub.base_url, "--data_path", "none", "--out", out,
                                   "--concurrency", 4])
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
@@ -187,13 +188,15 @@ def test_native_weights_through_the_engine(tmp_path, tokenizer):
     save_weights(model, tmp_path / "tool_sft_64.pth", argparse.Namespace())
     heldout = tmp_path / "h.jsonl"
     heldout.write_text(json.dumps(heldout_row(), ensure_ascii=False) + "\n", encoding="utf-8")
-    out = tmp_path / "e.jsonl"
-    proc = run_main(ev.main, ["--save_dir", tmp_path, "--device", "cpu", "--data_path", heldout, "--max_new_tokens",
-                              8, "--max_rounds", 2, "--out", out])
+    # no --out: the results go to --save_dir (issue 32: they went to out/ whatever --save_dir said)
+    out = tmp_path / "tool_eval_tool_sft.jsonl"
+    proc = run_main(eval_tool_call.main, ["--save_dir", tmp_path, "--device", "cpu", "--data_path", heldout, "--max_new_tokens",
+                              8, "--max_rounds", 2])
     assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and str(out) in proc.stdout, proc.stdout
     tail = json.loads(out.read_text(encoding="utf-8").splitlines()[-1])
     assert tail["backend"] == "engine" and tail["summary"]["all"]["cases"] == len(ev.SUITE) + 1
-    proc = run_main(ev.main, ["--save_dir", tmp_path, "--device", "cpu", "--data_path", tmp_path / "nope.jsonl"])
+    proc = run_main(eval_tool_call.main, ["--save_dir", tmp_path, "--device", "cpu", "--data_path", tmp_path / "nope.jsonl"])
     assert proc.returncode == 2 and "data_prepare_toolcall.py" in proc.stderr
 
 

@@ -1,5 +1,6 @@
-"""The shared layer's shape: every module imports under one name, there is one UserError class, nothing outside
-the entry-point bootstrap edits sys.path, and weight/sidecar/resume files in the on-disk format load."""
+"""The shape of the code: every module imports under one name, there is one UserError class, nothing outside the
+entry-point bootstrap edits sys.path, weight/sidecar/resume files in the on-disk format load, and the application
+floor keeps its layout (no module imports an entry point, project imports at module top, loose scripts stay thin)."""
 import argparse
 import ast
 import importlib
@@ -102,3 +103,160 @@ def test_files_in_the_on_disk_format_load(tmp_path):
     state = torch.load(ckpt / "pretrain_64_resume.pth", weights_only=False)
     assert state["step"] == 2 and state["batches_done"] == 2
 
+
+
+# ------------------------------------------------------------------------------------------- the application floor
+# Entry points are the files a user runs (eval_llm.py, trainer/train_*.py, scripts/*.py); everything they share lives
+# in packages (model/, dataset/, trainer/*_utils, scripts/<package>/). Three rules keep it that way.
+
+PROJECT_ROOTS = {"eval_llm", *PACKAGES}
+MAX_LOOSE_SCRIPT_LINES = 200  # a .py file directly in scripts/: flags, a call into a package, help text
+
+# Imports of an entry point that are the point of the importing module, with the reason.
+ENTRY_POINT_IMPORTS = {
+    ("scripts/bench/train.py", "trainer.train_pretrain"):
+        "the benchmark times the pretrain stage script itself: its parser's defaults and its main()",
+    ("scripts/bench/train.py", "trainer.train_full_sft"):
+        "--e2e full_sft runs the SFT stage script's main() and reads its own log lines",
+}
+# Project imports placed inside a function, with the reason (everything else is imported at module top).
+DEFERRED_PROJECT_IMPORTS = {
+    ("model/chat_protocol.py", "model.model_minimind"):
+        "model_minimind imports torch + transformers (~3 s); the terminal client imports chat_protocol on machines "
+        "with only `openai` installed, and only a config without YaRN needs YARN_DEFAULTS",
+    ("model/checkpoint.py", "model.model_lora"):
+        "model_lora imports peft (+0.55 s measured on the 2-core box) on every eval / server start; only "
+        "--lora_weight needs it",
+}
+
+
+def project_files(root: Path = ROOT) -> list:
+    return [root / "eval_llm.py", *[p for pkg in PACKAGES for p in source_files(pkg)]] if root == ROOT else \
+        sorted(p for p in root.rglob("*.py"))
+
+
+def module_name(root: Path, f: Path) -> str:
+    return ".".join(f.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+
+
+def entry_points(root: Path, files: list) -> set:
+    """eval_llm, trainer.train_*, and every module directly in scripts/ (scripts/<package>/ holds the logic)."""
+    names = {module_name(root, f) for f in files}
+    return {n for n in names if n == "eval_llm" or n.startswith("trainer.train_")
+            or (n.startswith("scripts.") and n.count(".") == 1 and not (root / "scripts" / n[8:]).is_dir())}
+
+
+def imported_modules(node, module: str, is_package: bool) -> list:
+    """Dotted names an import node may load: `from a import b` may be module a.b; relative names resolved."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            parts = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
+            base = ".".join(parts + ([base] if base else []))
+        return [base] + [f"{base}.{a.name}" for a in node.names]
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module" \
+            and node.args:  # importlib.import_module("x.y") or f"trainer.train_{stage}": the constant prefix
+        arg = node.args[0]
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            return [arg.value]
+        if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+            return [arg.values[0].value + "*"]
+    return []
+
+
+def import_nodes(tree):
+    """(node, inside a function) for every import statement and importlib.import_module call."""
+    def walk(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, (ast.Import, ast.ImportFrom, ast.Call)):
+                yield child, in_function
+            yield from walk(child, inner)
+    yield from walk(tree, False)
+
+
+def layout_violations(root: Path = ROOT, files: list = None) -> dict:
+    """{"entry_point_imports": [(file, module)], "deferred_project_imports": [(file, module)],
+    "long_loose_scripts": [(file, lines)]}, allow-listed pairs left out."""
+    files = files if files is not None else project_files(root)
+    entries = entry_points(root, files)
+    modules = {module_name(root, f) for f in files}
+    found = {"entry_point_imports": set(), "deferred_project_imports": set(), "long_loose_scripts": set()}
+    for f in files:
+        rel, module = f.relative_to(root).as_posix(), module_name(root, f)
+        text = f.read_text(encoding="utf-8")
+        for node, in_function in import_nodes(ast.parse(text)):
+            names = imported_modules(node, module, f.name == "__init__.py")
+            for name in names:
+                hit = [e for e in entries if (e.startswith(name[:-1]) if name.endswith("*") else e == name)]
+                for e in hit:
+                    if e != module and (rel, e) not in ENTRY_POINT_IMPORTS:
+                        found["entry_point_imports"].add((rel, e))
+            if in_function and names and not isinstance(node, ast.Call) and names[0].split(".")[0] in PROJECT_ROOTS:
+                # `from scripts import tool_mocks` is reported as scripts.tool_mocks, `from model.x import f` as model.x
+                name = next((n for n in names[1:] if n in modules),
+                            names[1] if len(names) == 2 and (root / names[0].replace(".", "/")).is_dir() else names[0])
+                if (rel, name) not in DEFERRED_PROJECT_IMPORTS:
+                    found["deferred_project_imports"].add((rel, name))
+        parent = f.relative_to(root).parent
+        in_package = parent != Path("scripts") and (root / parent / "__init__.py").is_file()
+        if rel.startswith("scripts/") and not in_package and f.name != "__init__.py":
+            lines = len(text.splitlines())
+            if lines > MAX_LOOSE_SCRIPT_LINES:
+                found["long_loose_scripts"].add((rel, lines))
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def test_no_module_imports_an_entry_point():
+    """A module that needs an entry point's logic imports the package the logic lives in (issue 26: eval_bench.py
+    imported eval_llm inside a function for its prompts)."""
+    found = layout_violations()["entry_point_imports"]
+    assert found == [], "\n".join(map(str, found))
+
+
+def test_project_imports_are_at_module_top():
+    """So a reader sees a module's place in the import graph in its first lines; exceptions carry their reason in
+    DEFERRED_PROJECT_IMPORTS."""
+    found = layout_violations()["deferred_project_imports"]
+    assert found == [], "\n".join(map(str, found))
+
+
+def test_loose_scripts_stay_thin():
+    """A .py file directly in scripts/ parses flags and calls a package; logic that grows goes into a package."""
+    found = layout_violations()["long_loose_scripts"]
+    assert found == [], "\n".join(map(str, found))
+
+
+def test_layout_rules_catch_planted_violations(tmp_path):
+    """Each rule, on a small tree with one violation of each kind (and the same code placed legally)."""
+    files = {
+        "eval_llm.py": "X = 1\n",
+        "model/__init__.py": "",
+        "model/chat_protocol.py": "def f():\n    from model.model_minimind import Y\n",  # allow-listed
+        "model/model_minimind.py": "Y = 2\n",
+        "trainer/__init__.py": "",
+        "trainer/train_pretrain.py": "import eval_llm\n",  # an entry importing an entry
+        "scripts/__init__.py": "",
+        "scripts/tool.py": "from scripts.kit import core\n" + "x = 1\n" * 150,  # thin: fine
+        "scripts/fat.py": "x = 1\n" * (MAX_LOOSE_SCRIPT_LINES + 1),
+        "scripts/kit/__init__.py": "",
+        "scripts/kit/core.py": ("from scripts import tool\n"
+                                "from . import helper\n"
+                                "def g():\n    from model import model_minimind\n    import json\n"
+                                "def h(stage):\n    import importlib\n"
+                                "    return importlib.import_module(f'trainer.train_{stage}')\n"
+                                + "y = 1\n" * 300),  # long, but inside a package: fine
+        "scripts/kit/helper.py": "def k():\n    from .core import g\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text, encoding="utf-8")
+    found = layout_violations(tmp_path)
+    assert found["entry_point_imports"] == [("scripts/kit/core.py", "scripts.tool"),
+                                            ("scripts/kit/core.py", "trainer.train_pretrain"),
+                                            ("trainer/train_pretrain.py", "eval_llm")]
+    assert found["deferred_project_imports"] == [("scripts/kit/core.py", "model.model_minimind"),
+                                                 ("scripts/kit/helper.py", "scripts.kit.core")]
+    assert found["long_loose_scripts"] == [("scripts/fat.py", MAX_LOOSE_SCRIPT_LINES + 1)]

@@ -10,7 +10,8 @@ from conftest import run_main
 from dataset.lm_dataset import IGNORE_INDEX, SFTDataset, parse_chat_record
 from model.chat_protocol import split_reply
 from model.checkpoint import load_tokenizer
-from scripts import data_prepare_toolcall as prep
+from scripts import data_prepare_toolcall
+from scripts.toolcall import data as prep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,7 @@ def tokenizer():
 
 def run_prep(tmp_path, *args):
     out = tmp_path / "sft_tool_call.jsonl"
-    proc = run_main(prep.main, ["--output", out, *args])
+    proc = run_main(data_prepare_toolcall.main, ["--output", out, *args])
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()] if out.exists() else []
     held_path = tmp_path / "sft_tool_call_heldout.jsonl"
     held = [json.loads(x) for x in held_path.read_text(encoding="utf-8").splitlines()] if held_path.exists() else []
@@ -236,13 +237,13 @@ def test_rendered_calls_are_what_sft_dataset_trains_and_the_parser_reads(local, 
 
 
 def test_bad_input_is_a_clear_error(tmp_path):
-    proc = run_main(prep.main, ["--source", "xlam", "--input", tmp_path / "missing.json", "--output",
+    proc = run_main(data_prepare_toolcall.main, ["--source", "xlam", "--input", tmp_path / "missing.json", "--output",
                                 tmp_path / "o.jsonl"])
     assert proc.returncode == 2 and "missing.json: no such file" in proc.stderr
     bad = tmp_path / "bad.json"
     bad.write_text("[{\"query\": ", encoding="utf-8")
-    proc = run_main(prep.main, ["--source", "xlam", "--input", bad, "--output", tmp_path / "o.jsonl"])
+    proc = run_main(data_prepare_toolcall.main, ["--source", "xlam", "--input", bad, "--output", tmp_path / "o.jsonl"])
     assert proc.returncode == 2 and "not valid JSON" in proc.stderr
     empty = write_json(tmp_path / "e.json", [{"query": "q"}])
-    proc = run_main(prep.main, ["--source", "xlam", "--input", empty, "--output", tmp_path / "o.jsonl"])
+    proc = run_main(data_prepare_toolcall.main, ["--source", "xlam", "--input", empty, "--output", tmp_path / "o.jsonl"])
     assert proc.returncode == 2 and "no usable records" in proc.stderr and "bad_record" in proc.stderr

@@ -1,8 +1,8 @@
 """What both converters share: finding and loading a native checkpoint, writing an output folder atomically,
 the tokenizer and generation files, and the logit comparison that proves a converted model equals the native one.
 
-`convert_model.py` (MiniMind's own transformers format) and `convert_to_hf.py` (Llama / Qwen2-MoE for vLLM,
-llama.cpp and plain transformers) import this module as scripts.convert_common.
+scripts/convert/minimind.py (MiniMind's own transformers format), scripts/convert/hf.py (Llama / Qwen2-MoE for
+vLLM, llama.cpp and plain transformers) and scripts/convert/gguf.py import it as scripts.convert.common.
 """
 import argparse
 import json
@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parents[1]
+import torch
+from safetensors.torch import save_file
+from transformers import GenerationConfig
+from transformers.utils import logging as hf_logging
 
-import torch  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
-
-from model.checkpoint import (  # noqa: E402
+from model.checkpoint import (
     TOKENIZER_DIR,
     TOKENIZER_FILES,
     load_weights,
@@ -29,8 +29,8 @@ from model.checkpoint import (  # noqa: E402
     weights_tokenizer,
     train_command,
 )
-from model.model_minimind import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
-from model.runtime import UserError, repo_path  # noqa: E402
+from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
+from model.runtime import UserError, repo_path
 
 # eval_llm.py's sampling defaults, so `generate()` / vLLM without arguments behave like our chat.
 GENERATION_DEFAULTS = dict(do_sample=True, temperature=0.85, top_p=0.85)
@@ -183,14 +183,12 @@ def copy_tokenizer(dst: Path, weights: Optional[Path] = None, given: Optional[st
 
 
 def write_generation_config(dst: Path, config) -> None:
-    from transformers import GenerationConfig
     GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
                      pad_token_id=config.pad_token_id, **GENERATION_DEFAULTS).save_pretrained(dst)
 
 
 def save_safetensors(state: dict, path: Path) -> None:
     """One shard: MiniMind's largest preset (145M parameters) is ~290 MB in 16-bit, far below the usual 5 GB shard."""
-    from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"})
     os.chmod(path, 0o666 & ~current_umask())  # safetensors creates it 0600; a vLLM container may run as another user
 

@@ -1,4 +1,4 @@
-"""Safe mock tools for tool-calling evaluation (scripts/eval_tool_call.py) and their OpenAI schemas.
+"""Safe mock tools for tool-calling evaluation (scripts/evals/tool_call.py) and their OpenAI schemas.
 
 Four general mocks, the same four that scripts/web_tool_test.html implements in JavaScript:
 
@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 from typing import Callable, Dict, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 MAX_EXPR_CHARS = 200
 MAX_NODES = 64
@@ -176,7 +177,6 @@ def search(query: str, top_k: int = 3) -> dict:
 
 
 def get_time(timezone: str = "UTC", now: Optional[datetime.datetime] = None) -> dict:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
     try:
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
