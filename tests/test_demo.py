@@ -5,10 +5,12 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from scripts import convert_to_hf  # noqa: E402
 from scripts import demo_report  # noqa: E402
 from scripts.client import chat as chat_client  # noqa: E402
 from scripts.evals import bench as eval_bench  # noqa: E402
+from scripts.reporting import demo as demo_logic  # noqa: E402
 from trainer import train_dpo  # noqa: E402
 import eval_llm  # noqa: E402
 from scripts import serve_openai_api  # noqa: E402
@@ -63,7 +66,7 @@ def test_bits_per_char_of_a_uniform_model_is_log2_vocab_per_token(tokenizer):
 def test_bits_per_char_is_independent_of_batching(tokenizer):
     torch.manual_seed(0)
     model = MiniMindForCausalLM(MiniMindConfig(**TINY)).eval()
-    texts = eval_bench.read_heldout(ROOT / demo_report.HELDOUT, 60)[:7]
+    texts = eval_bench.read_heldout(ROOT / demo_logic.HELDOUT, 60)[:7]
     one = eval_bench.bits_per_char(model, tokenizer, texts, batch_size=1)
     many = eval_bench.bits_per_char(model, tokenizer, texts, batch_size=7)
     assert one.keys() == many.keys()
@@ -82,12 +85,19 @@ def test_report_lists_files_scores_and_commands_the_parsers_accept(tmp_path, cap
     mc = tmp_path / "mc.jsonl"
     mc.write_text(json.dumps({"question": "「床前明月光」的下一句是？", "choices": ["疑是地上霜", "黄河入海流", "更上一层楼"],
                               "answer": "A"}, ensure_ascii=False) + "\n", encoding="utf-8")
-    assert demo_report.main(["--save_dir", str(save_dir), "--data_path", str(data), "--seconds", "90",
-                             "--mc_sets", f"poem={mc}", "--device", "cpu"]) == 0
+    started = time.time() - 600  # as if install + training had taken 10 minutes before the report
+    assert demo_report.main(["--save_dir", str(save_dir), "--data_path", str(data), "--started_at", str(started),
+                             "--stage_seconds", "install=120", "pretrain=300", "--mc_sets", f"poem={mc}",
+                             "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     report = (save_dir / "demo_summary.md").read_text(encoding="utf-8")
     assert report in out
-    assert "1.5 min" in report
+    # the time is the whole run, the report's own evaluation included
+    took = re.search(r"took ([\d.]+) min \(install 2\.0 min, pretrain 5\.0 min, report ([\d.]+) min\)", report)
+    assert took and float(took.group(1)) >= 10.0 and float(took.group(2)) == pytest.approx(float(took.group(1)) - 7, abs=0.15)
+    for model in ("untrained", "pretrain", "full_sft"):  # a progress line per model and task while it works
+        assert f"[report] {model}: held-out bits/char done in " in out
+        assert f"[report] {model}: multiple choice done in " in out
     for row in ("| poetry |", "| kjv |", "| all |", "full_sft_64.pth", "full_sft_64.json", "pretrain_64.pth",
                 "| domain | untrained | pretrain | full_sft |", "| poem_mc (n=1) | 33.3% |", "report.md"):
         assert row in report
@@ -157,8 +167,9 @@ def test_demo_script_runs_end_to_end_and_reports(tmp_path):
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], capture_output=True, text=True, env=env,
                           timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for n in range(1, 5):
-        assert f"== [{n}/4]" in proc.stdout
+    for n in range(2, 6):  # [1/5] is the install, skipped here
+        assert f"== [{n}/5]" in proc.stdout
+    assert "[report] full_sft: multiple choice done in " in proc.stdout
     assert "🤖: " in proc.stdout and "tokens/s]" in proc.stdout
     assert "deprecated" not in proc.stdout + proc.stderr
     for name in ("pretrain_256.pth", "full_sft_256.pth", "full_sft_256.json", "report.md", "demo_summary.md",

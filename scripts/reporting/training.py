@@ -13,7 +13,7 @@ from pathlib import Path
 
 from model.checkpoint import WEIGHT_NAME, atomic_write_text, ensure_writable_dir
 from model.runtime import UserError, display_path, repo_path
-from scripts.eval_bench import markdown_table
+from scripts.evals.bench import markdown_table
 
 # MiniMind's chain; stages not listed come after, in the order their logs were written
 STAGE_ORDER = ["pretrain", "full_sft", "lora", "dpo", "reason", "ppo_actor", "grpo", "spo", "full_dist", "tool_sft"]
