@@ -1,5 +1,6 @@
 """What a user sees while a stage runs: a line after the first optimizer step (with a real tokens/s), lines by
 steps or by seconds, and Ctrl-C that stops with one line naming what was saved and the command that resumes."""
+import json
 import os
 import re
 import shlex
@@ -40,6 +41,8 @@ def test_lines_come_by_seconds_when_steps_are_slow(tmp_path, monkeypatch):
     assert [int(s) for s, _ in STEP_LINE.findall(proc.stdout)] == [1, 2, 3, 4], proc.stdout
     rows = (tmp_path / "o" / "pretrain_64.metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4
+    first, last = (json.loads(rows[i])["loss"] for i in (0, -1))
+    assert f"learning signal (first -> last log line): loss {first:.4g} -> {last:.4g}" in proc.stdout
 
 
 def test_ctrl_c_saves_says_so_in_one_line_and_the_command_resumes(tmp_path):

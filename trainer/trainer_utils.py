@@ -626,6 +626,9 @@ class Trainer:
         msg += f" ETA {_fmt_seconds(eta)}"
         self._say(msg)
         self.last_log_time, self.logged_step = now, self.step
+        self.signal_last = {"loss": loss, **parts}
+        if getattr(self, "signal_first", None) is None:
+            self.signal_first = dict(self.signal_last)
         self.throughput = {"tokens_per_s": tps, "mfu_percent": mfu}
         if self.tracker:
             metrics = {"loss": loss, **parts, "lr": self.lr, "tokens_per_s": tps}
@@ -771,7 +774,18 @@ class Trainer:
                  f"{batches_done} batches of this epoch done")
         return state.get("run_id")
 
+    def learning_signal(self) -> str:
+        """'loss 8.77 -> 7.56, dpo_margin 0.000 -> 0.412, ...': each logged value at the first and the last log
+        line of this run, so the end of a run says whether its stage's signal moved (RL reward, DPO margin)."""
+        first, last = getattr(self, "signal_first", None), getattr(self, "signal_last", None)
+        if not first or self.logged_step == self.step_at_start + 1:
+            return ""
+        keys = [k for k in last if k in first and k != "loss_smooth"]
+        return ", ".join(f"{k} {first[k]:.4g} -> {last[k]:.4g}" for k in keys)
+
     def finish(self) -> None:
+        if self.ctx.is_main and self.learning_signal():
+            self._say(f"学习信号 / learning signal (first -> last log line): {self.learning_signal()}")
         if self.bar is not None:
             self.bar.close()
         if self.tracker:
