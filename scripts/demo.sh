@@ -8,7 +8,8 @@
 # Where it installs: into the active virtual environment (or conda env) when there is one; otherwise into a project
 # environment .venv/ that it creates (with uv when uv is installed, else python3 -m venv), because Debian 12 and
 # current Ubuntu refuse `pip install` into the system Python (PEP 668, "externally-managed-environment").
-# The install downloads about 2 GB (torch is most of it) and takes about 2.4 GB on disk; a second run reuses it.
+# With torch's CPU build the install downloads about 0.5 GB and takes 2.1 GB on disk (PyPI's default torch on Linux
+# is the CUDA build: several GB more; TORCH_INDEX_URL below avoids it). A second run reuses the environment.
 #   bash scripts/demo.sh                           # everything
 #   SKIP_INSTALL=1 bash scripts/demo.sh            # no install: run with $PYTHON (default: .venv's if any, else python3)
 #   DEMO_INSTALL_ONLY=1 bash scripts/demo.sh       # only make/fill the environment, print its python
@@ -54,7 +55,7 @@ else
     PY=$VENV/bin/python
     say "environment: $VENV (project virtual environment, installer $INSTALLER; the system Python is not touched)"
   fi
-  say "installing: torch, then $REQUIREMENTS (about 2 GB to download the first time; nothing when already there)"
+  say "installing: torch, then $REQUIREMENTS (first time: ~0.5 GB to download with the CPU torch, 2.1 GB on disk)"
   # torch first: the pinned build; on a CUDA/NPU machine install your matching torch beforehand (DEMO_SYSTEM_SITE=1
   # reuses one installed system-wide). requirements-lock.txt pins the versions the tests pass with (torch excluded).
   if ! "$PY" -c "import torch" 2>/dev/null; then

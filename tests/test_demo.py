@@ -223,7 +223,7 @@ def test_demo_install_makes_a_venv_where_the_system_python_refuses_pip(tmp_path)
                                    DEMO_INSTALL_ONLY="1", DEMO_NO_UV="1"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"environment: {venv} (project virtual environment, installer pip" in proc.stdout
-    assert f"python: {venv}/bin/python" in proc.stdout and "about 2 GB" in proc.stdout
+    assert f"python: {venv}/bin/python" in proc.stdout and "2.1 GB on disk" in proc.stdout
     check = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import sys, torch, transformers, fastapi; print(sys.prefix)"],
                            capture_output=True, text=True, env=env)
