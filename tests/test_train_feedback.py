@@ -42,7 +42,7 @@ def test_lines_come_by_seconds_when_steps_are_slow(tmp_path, monkeypatch):
     rows = (tmp_path / "o" / "pretrain_64.metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4
     first, last = (json.loads(rows[i])["loss"] for i in (0, -1))
-    assert f"learning signal (first -> last log line): loss {first:.4g} -> {last:.4g}" in proc.stdout
+    assert f"learning signal (first -> last log line): loss: {first:.4g} -> {last:.4g}" in proc.stdout
 
 
 def test_ctrl_c_saves_says_so_in_one_line_and_the_command_resumes(tmp_path):

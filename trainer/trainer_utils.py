@@ -775,13 +775,14 @@ class Trainer:
         return state.get("run_id")
 
     def learning_signal(self) -> str:
-        """'loss 8.77 -> 7.56, dpo_margin 0.000 -> 0.412, ...': each logged value at the first and the last log
+        """'loss: 8.77 -> 7.56, dpo_margin: 0.000 -> 0.412, ...': each logged value at the first and the last log
         line of this run, so the end of a run says whether its stage's signal moved (RL reward, DPO margin)."""
         first, last = getattr(self, "signal_first", None), getattr(self, "signal_last", None)
         if not first or self.logged_step == self.step_at_start + 1:
             return ""
         keys = [k for k in last if k in first and k != "loss_smooth"]
-        return ", ".join(f"{k} {first[k]:.4g} -> {last[k]:.4g}" for k in keys)
+        return ", ".join(f"{k}: {first[k]:.4g} -> {last[k]:.4g}" for k in keys)  # "loss:" so log parsers
+        # that read " loss 1.23" from the step lines do not take this line for one
 
     def finish(self) -> None:
         if self.ctx.is_main and self.learning_signal():
