@@ -5,9 +5,12 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from scripts import convert_to_hf  # noqa: E402
 from scripts import demo_report  # noqa: E402
 from scripts.client import chat as chat_client  # noqa: E402
 from scripts.evals import bench as eval_bench  # noqa: E402
+from scripts.reporting import demo as demo_logic  # noqa: E402
 from trainer import train_dpo  # noqa: E402
 import eval_llm  # noqa: E402
 from scripts import serve_openai_api  # noqa: E402
@@ -62,7 +66,7 @@ def test_bits_per_char_of_a_uniform_model_is_log2_vocab_per_token(tokenizer):
 def test_bits_per_char_is_independent_of_batching(tokenizer):
     torch.manual_seed(0)
     model = MiniMindForCausalLM(MiniMindConfig(**TINY)).eval()
-    texts = eval_bench.read_heldout(ROOT / demo_report.HELDOUT, 60)[:7]
+    texts = eval_bench.read_heldout(ROOT / demo_logic.HELDOUT, 60)[:7]
     one = eval_bench.bits_per_char(model, tokenizer, texts, batch_size=1)
     many = eval_bench.bits_per_char(model, tokenizer, texts, batch_size=7)
     assert one.keys() == many.keys()
@@ -81,12 +85,19 @@ def test_report_lists_files_scores_and_commands_the_parsers_accept(tmp_path, cap
     mc = tmp_path / "mc.jsonl"
     mc.write_text(json.dumps({"question": "「床前明月光」的下一句是？", "choices": ["疑是地上霜", "黄河入海流", "更上一层楼"],
                               "answer": "A"}, ensure_ascii=False) + "\n", encoding="utf-8")
-    assert demo_report.main(["--save_dir", str(save_dir), "--data_path", str(data), "--seconds", "90",
-                             "--mc_sets", f"poem={mc}", "--device", "cpu"]) == 0
+    started = time.time() - 600  # as if install + training had taken 10 minutes before the report
+    assert demo_report.main(["--save_dir", str(save_dir), "--data_path", str(data), "--started_at", str(started),
+                             "--stage_seconds", "install=120", "pretrain=300", "--mc_sets", f"poem={mc}",
+                             "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     report = (save_dir / "demo_summary.md").read_text(encoding="utf-8")
     assert report in out
-    assert "1.5 min" in report
+    # the time is the whole run, the report's own evaluation included
+    took = re.search(r"took ([\d.]+) min \(install 2\.0 min, pretrain 5\.0 min, report ([\d.]+) min\)", report)
+    assert took and float(took.group(1)) >= 10.0 and float(took.group(2)) == pytest.approx(float(took.group(1)) - 7, abs=0.15)
+    for model in ("untrained", "pretrain", "full_sft"):  # a progress line per model and task while it works
+        assert f"[report] {model}: held-out bits/char done in " in out
+        assert f"[report] {model}: multiple choice done in " in out
     for row in ("| poetry |", "| kjv |", "| all |", "full_sft_64.pth", "full_sft_64.json", "pretrain_64.pth",
                 "| domain | untrained | pretrain | full_sft |", "| poem_mc (n=1) | 33.3% |", "report.md"):
         assert row in report
@@ -156,8 +167,9 @@ def test_demo_script_runs_end_to_end_and_reports(tmp_path):
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], capture_output=True, text=True, env=env,
                           timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for n in range(1, 5):
-        assert f"== [{n}/4]" in proc.stdout
+    for n in range(2, 6):  # [1/5] is the install, skipped here
+        assert f"== [{n}/5]" in proc.stdout
+    assert "[report] full_sft: multiple choice done in " in proc.stdout
     assert "🤖: " in proc.stdout and "tokens/s]" in proc.stdout
     assert "deprecated" not in proc.stdout + proc.stderr
     for name in ("pretrain_256.pth", "full_sft_256.pth", "full_sft_256.json", "report.md", "demo_summary.md",
@@ -166,3 +178,53 @@ def test_demo_script_runs_end_to_end_and_reports(tmp_path):
     report = (tmp_path / "out" / "demo_summary.md").read_text(encoding="utf-8")
     assert "| all |" in report and f"eval_llm.py chat --save_dir {tmp_path / 'out'}" in report
     assert "| idiom_mc (n=296) | 25.0% |" in report and "| pretrain_256 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def externally_managed_python(folder: Path) -> Path:
+    """A stand-in for Debian's /usr/bin/python3: this interpreter's binary under a prefix of its own whose stdlib
+    folder carries the PEP 668 EXTERNALLY-MANAGED marker, so `pip install` there is refused as on Debian 12. (A venv
+    cannot stand in: pip ignores the marker inside one.) Its site-packages sees this test's packages through a .pth
+    line, so a venv made from it with --system-site-packages installs nothing new (no 2 GB download in a test)."""
+    base, ver = Path(sys.base_prefix), f"python{sys.version_info.major}.{sys.version_info.minor}"
+    real_bin = Path(sys._base_executable if hasattr(sys, "_base_executable") else sys.executable).resolve()
+    stdlib = base / "lib" / ver
+    if not (stdlib / "os.py").is_file():
+        pytest.skip(f"this Python's stdlib is not at {stdlib} (cannot build an externally-managed copy of it)")
+    (folder / "bin").mkdir(parents=True)
+    lib = folder / "lib" / ver
+    lib.mkdir(parents=True)
+    for entry in stdlib.iterdir():
+        if entry.name not in ("site-packages", "EXTERNALLY-MANAGED"):
+            (lib / entry.name).symlink_to(entry)
+    for so in (base / "lib").glob("libpython*"):
+        (folder / "lib" / so.name).symlink_to(so)
+    (lib / "EXTERNALLY-MANAGED").write_text("[externally-managed]\nError=simulated Debian 12 system Python\n")
+    (lib / "site-packages").mkdir()
+    import site
+    (lib / "site-packages" / "test_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    python = folder / "bin" / ver
+    shutil.copy2(real_bin, python)
+    return python
+
+
+def test_demo_install_makes_a_venv_where_the_system_python_refuses_pip(tmp_path):
+    python = externally_managed_python(tmp_path / "system")
+    env = {k: v for k, v in ENV.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH")}
+    probe = subprocess.run([str(python), "-c", "import sys; print(sys.prefix == sys.base_prefix, sys.prefix)"],
+                           capture_output=True, text=True, env=env)
+    if probe.stdout.split()[:2] != ["True", str(tmp_path / "system")]:
+        pytest.skip(f"the copied interpreter does not take its own prefix: {probe.stdout} {probe.stderr}")
+    refused = subprocess.run([str(python), "-m", "pip", "install", "--dry-run", "--no-index", "tqdm"],
+                             capture_output=True, text=True, env=env)
+    assert refused.returncode != 0 and "externally-managed-environment" in refused.stderr  # as on Debian 12
+    venv = tmp_path / "venv"
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], capture_output=True, text=True, timeout=600,
+                          env=dict(env, PYTHON=str(python), DEMO_VENV=str(venv), DEMO_SYSTEM_SITE="1",
+                                   DEMO_INSTALL_ONLY="1", DEMO_NO_UV="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"environment: {venv} (project virtual environment, installer pip" in proc.stdout
+    assert f"python: {venv}/bin/python" in proc.stdout and "2.1 GB on disk" in proc.stdout
+    check = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import sys, torch, transformers, fastapi; print(sys.prefix)"],
+                           capture_output=True, text=True, env=env)
+    assert check.returncode == 0 and check.stdout.strip() == str(venv), check.stderr

@@ -84,7 +84,7 @@ def test_fsdp_matches_ddp_and_converts_to_a_loadable_pth(tmp_path, pretrain_data
     assert len(got["ddp"]) == 4 and got["fsdp_tied"] is True
     for a, b in zip(got["ddp"], got["fsdp"]):
         assert b == pytest.approx(a, abs=1e-4)
-    ddp = torch.load(tmp_path / "ddp/ckpt/pretrain_64_resume.pth", weights_only=False)["model"]
+    ddp = torch.load(tmp_path / "ddp/ckpt/pretrain_64_resume.pth", weights_only=True)["model"]
     folder = tmp_path / "fsdp/ckpt/pretrain_64_resume.dcp"
     assert (folder / dc.MARKER).is_file() and not (tmp_path / "fsdp/ckpt/pretrain_64_resume.pth").exists()
     model, train_args = dc.load_plain_model(folder)

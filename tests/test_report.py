@@ -12,6 +12,7 @@ import pytest
 from conftest import run_main
 
 from scripts import report
+from scripts.reporting import training  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--max_seq_len", "32", "--device", "cpu",
@@ -43,7 +44,8 @@ def test_report_of_a_tiny_chain_has_every_stage_and_valid_pngs(tmp_path, data):
                 "elapsed_s", "eta_s", "time"):
         assert key in log[-1], key
     assert log[-1]["stage"] == "pretrain" and log[-1]["tokens"] == 4 * 4 * 32  # 4 steps of 4 rows x 32 tokens
-    assert [r["step"] for r in read_log(tmp_path / "out" / "full_sft_64.metrics.jsonl")] == [2, 3]  # + the final
+    # the first step (feedback at once), every 2nd, the final
+    assert [r["step"] for r in read_log(tmp_path / "out" / "full_sft_64.metrics.jsonl")] == [1, 2, 3]
 
     (tmp_path / "out" / "eval_bench.jsonl").write_text(json.dumps(
         {"model": "full_sft", "source": "x", "task": "poem_mc", "subset": "all", "metric": "acc_norm", "value": 0.3,
@@ -73,8 +75,8 @@ def test_report_without_logs_or_eval_says_what_to_run(tmp_path, capsys):
 def test_read_metrics_skips_a_partial_last_line(tmp_path):
     f = tmp_path / "x.metrics.jsonl"
     f.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo', encoding="utf-8")
-    assert [r["step"] for r in report.read_metrics(f)] == [1, 2]
-    assert report.wall_seconds([{"elapsed_s": 5}, {"elapsed_s": 9}, {"elapsed_s": 2}, {"elapsed_s": 4}]) == 13
+    assert [r["step"] for r in training.read_metrics(f)] == [1, 2]
+    assert training.wall_seconds([{"elapsed_s": 5}, {"elapsed_s": 9}, {"elapsed_s": 2}, {"elapsed_s": 4}]) == 13
 
 
 def test_killed_and_resumed_trainer_continues_its_metrics_log(tmp_path, data):
@@ -96,7 +98,7 @@ def test_killed_and_resumed_trainer_continues_its_metrics_log(tmp_path, data):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = [r["step"] for r in report.read_metrics(log)]
+    before = [r["step"] for r in training.read_metrics(log)]
     assert before and before[-1] < 32, "the run finished before it could be killed"
     with open(log, "a", encoding="utf-8") as f:
         f.write('{"step": 99, "lo')  # what a kill in the middle of a write leaves

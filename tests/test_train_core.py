@@ -163,6 +163,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path, pretrain_data):
                           "--checkpoint_dir", str(tmp_path / "c2")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr
+    assert "distributed: 2 processes, backend gloo" in ddp.stdout
     a = torch.load(tmp_path / "c1" / "pretrain_64_resume.pth", weights_only=True)["model"]
     b = torch.load(tmp_path / "c2" / "pretrain_64_resume.pth", weights_only=True)
     assert b["world_size"] == 2

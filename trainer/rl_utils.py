@@ -28,6 +28,7 @@ from trainer.trainer_utils import (
     load_frozen_model,
     pick_data_path,
     start_stage,
+    stops_cleanly,
     unwrap,
 )
 
@@ -288,6 +289,7 @@ def rollout_groups(trainer: Trainer):
             group = []
 
 
+@stops_cleanly  # Ctrl-C: save the last finished step, one line, exit 130
 def train_rl(trainer: Trainer, make_rollout: Callable, loss_fn: Callable, iterations: int = 1,
              extra_ddp: tuple = ()) -> Trainer:
     """Roll out each accumulation group, then take `iterations` optimizer steps over its rollouts.

@@ -10,13 +10,17 @@ Paths are resolved from the repository root, so `python trainer/train_pretrain.p
 `cd trainer && python train_pretrain.py` behave the same.
 """
 import argparse
+import functools
 import json
 import math
 import os
 import random
+import shlex
+import signal
 import sys
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -102,6 +106,9 @@ class DeviceDefault:
 # waited (H200, 512/8 pretrain defaults: 160k tokens/s vs MiniMind's 264k with its 8 workers). One worker tokenizes
 # ~2,400 pretraining rows/s (0.42 ms per 340-token row, measured on this repo's CPU), so 8 feed ~6M tokens/s.
 DEFAULT_WORKERS = DeviceDefault(0, cuda=8, npu=8)
+# a log line at least this often (seconds; MINIMIND_LOG_SECONDS overrides), whatever --log_interval says: with
+# MiniMind's 100 steps a default pretrain on 2 CPU cores printed its first loss after ~30 minutes
+LOG_SECONDS = 60.0
 
 
 def resolve_device_defaults(args, device_type: str, log: Callable = print, local_world_size: int = 1) -> dict:
@@ -507,6 +514,11 @@ class Trainer:
         self._loader = None  # built on first use by `loader()`
         self.nonfinite_steps = 0  # optimizer steps in a row skipped for a NaN/inf loss or gradient norm
         self.last_step_finite = True
+        self.last_log_time, self.logged_step = None, None
+        self.first_step_s, self.first_step_tokens, self.t_timed = None, 0, None
+        self.batches_at_step = (self.epoch, self.batches_done)  # the position a resume state saved now continues from
+        self._updating, self._interrupt_pending = False, False  # Ctrl-C during an optimizer step waits for its end
+        self._announce_run()
         if ctx.is_main and sys.stderr.isatty():  # a live bar (stderr) for people; plain lines (stdout) always
             from tqdm import tqdm
             self.bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True)
@@ -608,6 +620,7 @@ class Trainer:
 
         `loss` (this step's mean loss, tensor or float) and the gradient norm go through `check_finite_step`: a
         NaN/inf step is skipped, too many in a row stop the run."""
+        self._updating = True  # a Ctrl-C now waits for the step to finish (a half-updated model is not saved)
         lr = lr_at(self.step, self.total_steps, self.args.learning_rate, self.args.warmup_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
@@ -622,10 +635,16 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.lr = lr
+        self.batches_at_step = (self.epoch, self.batches_done)  # where a resume state saved now continues from
         if self.step == self.step_at_start + 1:  # time from after the first (warm-up, compile) step
             synchronize(self.ctx.device)
-            self.timer, self.tokens = time.perf_counter(), 0
+            self.timer = time.perf_counter()
+            self.t_timed = self.timer
+            self.first_step_s, self.first_step_tokens, self.tokens = self.timer - self.t_start, self.tokens, 0
             self.frames_after_warmup = dynamo_frames()
+        self._updating = False
+        if self._interrupt_pending:
+            raise KeyboardInterrupt
         return lr
 
     def check_finite_step(self, loss, grad_norm) -> bool:
@@ -699,12 +718,37 @@ class Trainer:
         if self.last_step_finite:  # a skipped NaN step would poison the average for good
             self.loss_ema = 0.9 * self.loss_ema + 0.1 * loss
             self.ema_weight = 0.9 * self.ema_weight + 0.1
-        if self.ctx.is_main and (self.step % self.args.log_interval == 0 or final):
+        if self.ctx.is_main and self._log_due(final):
             self._check_recompiles()
             smooth = float(self.loss_ema / self.ema_weight)
             self._log_line(float(loss), {**{k: float(v) for k, v in parts.items()}, "loss_smooth": smooth})
         if self.step % self.args.save_interval == 0 or final:
             self.save()
+
+    def _log_due(self, final: bool) -> bool:
+        """The first step (so a slow CPU run shows a loss at once), every `log_interval` steps, every
+        `log_seconds` of wall time (MiniMind's default of 100 steps is ~30 min apart on 2 CPU cores), the end."""
+        if final or self.step == self.step_at_start + 1 or self.step % self.args.log_interval == 0:
+            return True
+        return self.last_log_time is not None and time.perf_counter() - self.last_log_time >= self.log_seconds
+
+    @property
+    def log_seconds(self) -> float:
+        return float(os.environ.get("MINIMIND_LOG_SECONDS", LOG_SECONDS))
+
+    def _announce_run(self) -> None:
+        """One line before the first step: how much work a step is and when the first loss line comes, and for a
+        multi-process run how many processes and which backend (the first step on a CPU can take a minute)."""
+        a = self.args
+        if self.ctx.distributed and dist.is_initialized():
+            self.log(f"distributed: {self.ctx.world_size} processes, backend {dist.get_backend()}, "
+                     f"device {self.ctx.device.type}; batch {a.batch_size} per process")
+        if self.done:
+            return
+        self.log(f"training {self.total_steps - self.step} steps (of {self.total_steps}): {a.batch_size} rows x "
+                 f"{a.accumulation_steps} micro-batches x {self.ctx.world_size} process(es) per step, up to "
+                 f"{a.max_seq_len} tokens a row; a line after step {self.step + 1}, then every {a.log_interval} "
+                 f"steps or {self.log_seconds:g} s / 首步后输出一行，之后按步数或秒数")
 
     @property
     def recompiles(self) -> int:
@@ -722,14 +766,27 @@ class Trainer:
         synchronize(self.ctx.device)
         now = time.perf_counter()
         elapsed = now - self.timer if self.timer and now > self.timer else 0.0
-        tps = self.tokens / elapsed if elapsed > 0 else 0.0
-        mfu = 100 * tps * self.fpt / (self.peak * self.ctx.world_size) if self.peak and tps else None
-        eta = (now - self.t_start) / max(1, self.step - self.step_at_start) * (self.total_steps - self.step)
+        first = self.step == self.step_at_start + 1
+        if first:  # nothing is timed yet after warm-up: the first step's own rate, warm-up (and compile) included
+            tps = self.first_step_tokens / self.first_step_s if self.first_step_s else 0.0
+        else:
+            tps = self.tokens / elapsed if elapsed > 0 else 0.0
+        mfu = 100 * tps * self.fpt / (self.peak * self.ctx.world_size) if self.peak and tps and not first else None
+        steps_done = self.step - self.step_at_start
+        if steps_done > 1 and self.timer:  # ETA from the steps after the first, which carries the warm-up
+            eta = (now - self.t_timed) / (steps_done - 1) * (self.total_steps - self.step)
+        else:
+            eta = (now - self.t_start) / max(1, steps_done) * (self.total_steps - self.step)
         msg = (f"epoch {self.epoch + 1}/{self.args.epochs} step {self.step}/{self.total_steps} loss {loss:.4f} "
                + "".join(f"{k} {v:.4f} " for k, v in parts.items()) + f"lr {self.lr:.3e} tokens/s {tps:,.0f}")
+        msg += f" (first step, {self.first_step_s:.1f} s incl. warm-up)" if first and self.first_step_s else ""
         msg += f" MFU {mfu:.1f}%" if mfu is not None else ""
         msg += f" ETA {_fmt_seconds(eta)}"
         self._say(msg)
+        self.last_log_time, self.logged_step = now, self.step
+        self.signal_last = {"loss": loss, **parts}
+        if getattr(self, "signal_first", None) is None:
+            self.signal_first = dict(self.signal_last)
         self.throughput = {"tokens_per_s": tps, "mfu_percent": mfu}
         if self.tracker:
             metrics = {"loss": loss, **parts, "lr": self.lr, "tokens_per_s": tps}
@@ -740,7 +797,8 @@ class Trainer:
                               "tokens": self.tokens_seen, "loss": loss, **parts, "lr": self.lr, "tokens_per_s": tps,
                               "mfu_percent": mfu, "elapsed_s": now - self.t_start, "eta_s": eta,
                               "time": time.time(), "stage": self.args.save_weight})
-        self.timer, self.tokens = now, 0
+        if not first:
+            self.timer, self.tokens = now, 0
 
     def _start_metrics_log(self) -> int:
         """Start {save_dir}/{stem}.metrics.jsonl, one JSON line per log line (scripts/report.py plots it): a fresh run
@@ -768,17 +826,79 @@ class Trainer:
             f.flush()
             os.fsync(f.fileno())
 
+    @contextmanager
+    def interruptible(self):
+        """Ctrl-C stops the run with one line (no traceback): a single-process run first saves the weights and
+        resume state of the last finished optimizer step (a 26M model saves in about a second), and the line
+        says what was saved and the command that resumes. Exit code 130, as for any SIGINT."""
+        old = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            old = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the save in half
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            if self.ctx.is_main:
+                print(self._interrupted(), file=sys.stderr, flush=True)
+            raise SystemExit(130)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._updating:
+            self._interrupt_pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def resume_command(self) -> str:
+        """This run's command line with --from_resume 1 (what to type to go on)."""
+        argv, i = list(sys.argv[1:]), 0
+        while i < len(argv):
+            if argv[i] == "--from_resume":
+                del argv[i:i + 2]
+            elif argv[i].startswith("--from_resume="):
+                del argv[i]
+            else:
+                i += 1
+        return shlex.join(["python", display_path(Path(sys.argv[0]).resolve()), *argv, "--from_resume", "1"])
+
+    def _interrupted(self) -> str:
+        """Save what a Ctrl-C leaves (see interruptible) and return the one line that tells the user."""
+        head = f"已中断 / interrupted at step {self.step}/{self.total_steps}"
+        saved = self.last_saved_step or 0
+        if self.step > saved and not self.ctx.distributed and not self.fsdp:  # FSDP saves are collective
+            self.epoch, self.batches_done = self.batches_at_step
+            written = self._write_state()
+            return (f"{head}: saved {display_path(written)} and {display_path(self.ckpt_path)}; "
+                    f"resume: {self.resume_command()}")
+        if saved > 0 and self.ckpt_path.is_file():
+            why = "" if self.step == saved else \
+                f" (multi-process runs save every --save_interval only; steps after {saved} are lost)"
+            return (f"{head}: the last save is step {saved} at {display_path(self.ckpt_path)}{why}; "
+                    f"resume: {self.resume_command()}")
+        return f"{head}: nothing saved (no optimizer step finished since the start)"
+
     def save(self) -> None:
         if self.fsdp:
             return self._save_sharded()
         self.check_weights_finite()  # on every rank, before rank 0 writes anything
         if not self.ctx.is_main:
             return
+        written = self._write_state()
+        self._say(f"saved {written} and {self.ckpt_path} (step {self.step})")
+
+    def _write_state(self) -> Path:
+        """Weights (+ sidecar) and the resume state of the current step; returns the weight path written."""
         written = self.save_fn(self.model) or self.out_path
         atomic_save({"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                      **self._position_state()}, self.ckpt_path)
         self.last_saved_step = self.step
-        self._say(f"saved {written} and {self.ckpt_path} (step {self.step})")
+        return Path(written)
 
     def _position_state(self) -> dict:
         """Everything in a resume state besides the model and optimizer."""
@@ -846,7 +966,19 @@ class Trainer:
                  f"{batches_done} batches of this epoch done")
         return state.get("run_id")
 
+    def learning_signal(self) -> str:
+        """'loss: 8.77 -> 7.56, dpo_margin: 0.000 -> 0.412, ...': each logged value at the first and the last log
+        line of this run, so the end of a run says whether its stage's signal moved (RL reward, DPO margin)."""
+        first, last = getattr(self, "signal_first", None), getattr(self, "signal_last", None)
+        if not first or self.logged_step == self.step_at_start + 1:
+            return ""
+        keys = [k for k in last if k in first and k != "loss_smooth"]
+        return ", ".join(f"{k}: {first[k]:.4g} -> {last[k]:.4g}" for k in keys)  # "loss:" so log parsers
+        # that read " loss 1.23" from the step lines do not take this line for one
+
     def finish(self) -> None:
+        if self.ctx.is_main and self.learning_signal():
+            self._say(f"学习信号 / learning signal (first -> last log line): {self.learning_signal()}")
         if self.bar is not None:
             self.bar.close()
         if self.tracker:
@@ -864,20 +996,22 @@ def train(args, ctx: Context, model, dataset, loss_fn: Callable, collate_fn=None
     """
     trainer = Trainer(args, ctx, model, dataset, collate_fn, log, fsdp_supported=True, **trainer_kwargs)
     group_loss, group_parts = 0.0, {}
-    for batch, group_size, last_micro in trainer.micro_batches():
-        with trainer.no_sync(last_micro):
-            with ctx.autocast():
-                loss, parts = loss_fn(trainer.train_model, batch)
-            trainer.backward(loss / group_size)
-        trainer.count_tokens(_count_tokens(batch))
-        # the logged loss is the mean over the accumulation group, kept on the device (no host sync per micro-batch)
-        group_loss = group_loss + loss.detach() / group_size
-        for k, v in parts.items():
-            group_parts[k] = group_parts.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v) / group_size
-        if last_micro:
-            trainer.optimizer_step(group_loss)
-            trainer.after_step(group_loss, group_parts)
-            group_loss, group_parts = 0.0, {}
+    with trainer.interruptible():
+        for batch, group_size, last_micro in trainer.micro_batches():
+            with trainer.no_sync(last_micro):
+                with ctx.autocast():
+                    loss, parts = loss_fn(trainer.train_model, batch)
+                trainer.backward(loss / group_size)
+            trainer.count_tokens(_count_tokens(batch))
+            # the logged loss is the mean over the accumulation group, kept on the device (no host sync per
+            # micro-batch)
+            group_loss = group_loss + loss.detach() / group_size
+            for k, v in parts.items():
+                group_parts[k] = group_parts.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v) / group_size
+            if last_micro:
+                trainer.optimizer_step(group_loss)
+                trainer.after_step(group_loss, group_parts)
+                group_loss, group_parts = 0.0, {}
     trainer.finish()
     return trainer
 
@@ -892,6 +1026,15 @@ def check_fsdp_supported(supported: bool, save_fn, param_groups, extra_state) ->
         raise UserError("--fsdp 1 is for the stages that train one model (pretrain, full_sft, dpo, reason, "
                         "distillation); the RL stages decode rollouts from full weights with the KV-cache engine "
                         "and train a critic or baseline beside the policy, so they run with DDP: drop --fsdp")
+
+
+def stops_cleanly(loop: Callable) -> Callable:
+    """Decorate a training loop whose first argument is its Trainer: Ctrl-C goes through Trainer.interruptible."""
+    @functools.wraps(loop)
+    def run(trainer: Trainer, *args, **kwargs):
+        with trainer.interruptible():
+            return loop(trainer, *args, **kwargs)
+    return run
 
 
 def _to_device(batch, device):

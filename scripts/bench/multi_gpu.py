@@ -184,11 +184,11 @@ def compare_weights(a: str, b: str, label: str) -> None:
         if path.endswith(".dcp"):
             from model.distributed_checkpoint import load_plain_model
             return load_plain_model(path)[0].state_dict()
-        return torch.load(path, map_location="cpu", weights_only=False)["model"]
+        return torch.load(path, map_location="cpu", weights_only=True)["model"]
     sa, sb = load(a), load(b)
     diff = max((sa[k].float() - sb[k].float()).abs().max().item() for k in sa)
-    step = lambda p: (torch.load(f"{p}/trainer.pth", weights_only=False) if p.endswith(".dcp")  # noqa: E731
-                      else torch.load(p, weights_only=False))["step"]
+    step = lambda p: (torch.load(f"{p}/trainer.pth", weights_only=True) if p.endswith(".dcp")  # noqa: E731
+                      else torch.load(p, weights_only=True))["step"]
     print(json.dumps({"bench": "resume", "label": label, "max_abs_weight_diff": diff, "identical": diff == 0.0,
                       "steps": [step(a), step(b)]}))
 

@@ -557,7 +557,7 @@ def prepare(args) -> dict:
     rng = random.Random(args.seed)
     raw = load_source(args)
     convert = CONVERTERS[args.source]
-    dropped, examples, rows, seen = collections.Counter(), {}, [], set()
+    dropped, examples, rows, seen, longest = collections.Counter(), {}, [], set(), 0
 
     def drop(reason, detail):
         dropped[reason] += 1
@@ -594,6 +594,7 @@ def prepare(args) -> dict:
         n_tokens, trimmed = fit_length(row, tokenizer, args.max_length)
         if n_tokens > args.max_length:
             drop("too_long", f"{n_tokens} tokens > --max_length {args.max_length}")
+            longest = max(longest, n_tokens)
             continue
         trimmed_rows += trimmed
         kept.append(row)
@@ -619,5 +620,9 @@ def prepare(args) -> dict:
                "output": str(out), "heldout_output": str(held_out)}
     for reason, detail in sorted(examples.items()):
         print(f"dropped {dropped[reason]} x {reason}, e.g. {detail}", file=sys.stderr)
+    if dropped["too_long"]:  # the bundled dialogues: 45% are over MiniMind's 512 (issue 32)
+        print(f"note: {dropped['too_long']} of {len(rows)} dialogues ({100 * dropped['too_long'] / len(rows):.0f}%) "
+              f"are longer than --max_length {args.max_length} tokens and were left out; --max_length {longest} "
+              f"keeps them (then train with --max_seq_len {longest})", file=sys.stderr)
     return summary
 
