@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.runtime import UserError
+from dataset.jsonl_index import index_line_starts
+from model.runtime import UserError, repo_path
 
 FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = "dataset/cache/tokens"
@@ -52,7 +53,6 @@ CACHE_DIR_HELP = (f"token cache folder (default {DEFAULT_CACHE_DIR}, or ${CACHE_
 
 def resolve_cache_dir(value) -> Path | None:
     """--cache_dir as given (relative to the repository root), $MINIMIND_TOKEN_CACHE or the default; None for 'none'."""
-    from model.runtime import repo_path
     value = value or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
     return None if str(value).lower() == "none" else repo_path(value)
 
@@ -271,7 +271,6 @@ def build(data_path, encoder, dtype, out_dir: Path, workers: int, log: Callable 
     The byte-offset index splits the file into ~8 MB tasks at line starts; each pool process reads its byte range,
     parses and batch-encodes it and writes one shard, so the parent only gathers row lengths (8 bytes a row).
     """
-    from dataset.lm_dataset import index_line_starts  # lm_dataset imports this module
 
     t0 = time.perf_counter()
     offsets = index_line_starts(data_path)

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from fastapi.testclient import TestClient
 
-from scripts import tool_mocks
+from scripts.toolcall import tool_mocks
 from scripts.serve import flags, runs
 from scripts.serve import manager as manager_app
 
@@ -230,7 +230,7 @@ def test_mcp_server_lists_and_calls_the_mock_tools(client):
 
 
 def test_tool_suite_for_the_web_app_is_eval_tool_calls(client):
-    from scripts import eval_tool_call
+    from scripts.evals import tool_call as eval_tool_call
     data = client.get("/api/tools", headers=AUTH).json()
     assert [t["function"]["name"] for t in data["tools"]] == [t["function"]["name"] for t in tool_mocks.MOCK_TOOLS]
     assert data["metrics"] == eval_tool_call.METRICS

@@ -187,7 +187,7 @@ class StubModelServer:
 
 
 def test_tool_playground_runs_the_loop_against_a_server(manager, browser):
-    from scripts import tool_mocks
+    from scripts.toolcall import tool_mocks
     expected = tool_mocks.run_tool("get_weather", {"city": "北京"})
     with StubModelServer(manager) as stub:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -208,7 +208,7 @@ def test_tool_playground_runs_the_loop_against_a_server(manager, browser):
             assert page.locator("[data-testid=final] img").count() == 0  # model text stays text
             trace = page.inner_text("[data-testid=trace]")
             assert "get_weather" in trace and " ms" in trace
-            # the browser mock gave the stub exactly what scripts/tool_mocks.py computes
+            # the browser mock gave the stub exactly what scripts/toolcall/tool_mocks.py computes
             assert json.loads(stub.bodies[1]["messages"][-1]["content"]) == expected
             assert [t["function"]["name"] for t in stub.bodies[0]["tools"]] == \
                 [t["function"]["name"] for t in tool_mocks.MOCK_TOOLS]
@@ -221,7 +221,7 @@ def test_tool_playground_runs_the_loop_against_a_server(manager, browser):
 def test_tool_playground_with_the_managers_mcp_server(manager, browser):
     """Tools from the manager's MCP server (/mcp, with the token from the training tab) instead of the browser
     mocks: listed, then called by the loop, in Chromium's real fetch."""
-    from scripts import tool_mocks
+    from scripts.toolcall import tool_mocks
     expected = tool_mocks.run_tool("get_weather", {"city": "北京"})
     with StubModelServer(manager) as stub:
         page = browser.new_page(viewport={"width": 1280, "height": 900})

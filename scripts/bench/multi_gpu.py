@@ -29,11 +29,17 @@ import tempfile
 import time
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import Dataset
 
-# name -> (hidden_size, num_hidden_layers, use_moe): MiniMind2-Small (26M), MiniMind2 (104M), MiniMind2-MoE (145M)
-PRESETS = {"small": (512, 8, 0), "base": (768, 16, 0), "moe": (640, 8, 1), "tiny": (64, 2, 0),
-           "tiny_moe": (64, 2, 1)}
+from model.distributed_checkpoint import load_plain_model
+from model.model_minimind import PRESETS as MODEL_PRESETS, default_intermediate_size
+from trainer import trainer_utils as tu
+# the stage script's own parser: pretraining's defaults (on CUDA 128 x 2 rows of 340, compiled) are what is measured
+from trainer.train_pretrain import get_parser
+
+# model/'s presets (small 26M, base 104M, moe 145M, tiny) plus a tiny MoE for the CPU smoke run
+PRESETS = {**MODEL_PRESETS, "tiny_moe": dict(MODEL_PRESETS["tiny"], use_moe=True)}
 COLLECTIVE = re.compile(r"nccl|hccl|all_reduce|allreduce|reduce_scatter|all_gather|allgather", re.I)
 
 
@@ -52,8 +58,6 @@ class SyntheticRows(Dataset):
 
 
 def worker(argv) -> None:
-    from trainer import trainer_utils as tu
-    from trainer.train_pretrain import get_parser  # pretraining's defaults: on CUDA 128 x 2 rows of 340, compiled
     p = get_parser()
     p.add_argument("--preset", default="base", choices=sorted(PRESETS))
     p.add_argument("--steps", type=int, default=30, help="timed optimizer steps (the first is warm-up)")
@@ -64,7 +68,9 @@ def worker(argv) -> None:
     if "--hidden_size" in argv:
         args.preset = "custom"  # sizes given by flags (the >1B run)
     else:
-        args.hidden_size, args.num_hidden_layers, args.use_moe = PRESETS[args.preset]
+        preset = PRESETS[args.preset]
+        args.hidden_size, args.num_hidden_layers = preset["hidden_size"], preset["num_hidden_layers"]
+        args.use_moe = int(preset.get("use_moe", False))
     args.max_steps = args.steps + args.profile_steps
     args.log_interval = args.loss_every
     # no weight files: a bench measures training, and the >1B model's .pth + DCP state would be ~80 GB of disk
@@ -122,7 +128,6 @@ def worker(argv) -> None:
         result["losses"] = [float(x) for ln in lines for x in re.findall(r" step \d+/\d+ loss ([0-9.]+)", ln)]
         peak = torch.tensor([torch.cuda.max_memory_allocated(ctx.device) if cuda else 0], device=ctx.device)
         if ctx.distributed:
-            import torch.distributed as dist
             dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         result["peak_gib"] = round(peak.item() / 2 ** 30, 3) if cuda else None
         if ctx.is_main:
@@ -182,7 +187,6 @@ def compare_weights(a: str, b: str, label: str) -> None:
     """Max |a - b| over all weights of two resume states (DCP folders or resume .pth files)."""
     def load(path):
         if path.endswith(".dcp"):
-            from model.distributed_checkpoint import load_plain_model
             return load_plain_model(path)[0].state_dict()
         return torch.load(path, map_location="cpu", weights_only=True)["model"]
     sa, sb = load(a), load(b)
@@ -196,7 +200,6 @@ def compare_weights(a: str, b: str, label: str) -> None:
 def big_layers(hidden_size: int, memory_gib: float) -> int:
     """Layers of a `hidden_size` MiniMind whose DDP state (fp32 weights + grads + 2 AdamW moments, 16 bytes per
     parameter) exceeds one card's memory by 10%: it cannot train there at any batch size."""
-    from model.model_minimind import default_intermediate_size
     kv = 2 * (hidden_size // 8)  # 2 KV heads of head_dim hidden/8 (8 attention heads)
     per_layer = 2 * hidden_size * hidden_size + 2 * hidden_size * kv + 3 * hidden_size * default_intermediate_size(
         hidden_size)

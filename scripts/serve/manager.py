@@ -40,7 +40,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from model.checkpoint import read_sidecar
 from model.runtime import ROOT, UserError, display_path, user_errors
-from scripts import eval_tool_call, tool_mocks
+from scripts.evals import tool_call as eval_tool_call
+from scripts.toolcall import tool_mocks
 from scripts.serve.flags import STAGES, RequestError, stage_info
 from scripts.serve.gate import Gate, Refusal, add_gate_args, bearer_token, limits_from_args, same_secret, \
     uvicorn_options
@@ -342,7 +343,7 @@ async def no_app():
 
 
 def build_mcp_server():
-    """The mock tools of scripts/tool_mocks.py as an MCP server (official SDK, streamable HTTP)."""
+    """The mock tools of scripts/toolcall/tool_mocks.py as an MCP server (official SDK, streamable HTTP)."""
     server = MCPServer("minimind-mock-tools", instructions="Safe mock tools: weather, calculator, search, time.")
     doc = {t["function"]["name"]: t["function"]["description"] for t in tool_mocks.MOCK_TOOLS}
 

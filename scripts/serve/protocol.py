@@ -25,7 +25,7 @@ MAX_N = 16  # choices per request; each is a decoding row
 # 128 tools is OpenAI's own limit. 512 messages: every message costs at least 5 template tokens, so more than ~400
 # cannot fit even a 2,048-token context; the cap only stops lists that exist to make the server work.
 MAX_TOOLS, MAX_MESSAGES = 128, 512
-MAX_TOOL_CHARS = 8192  # one tool's JSON schema; the largest in scripts/tool_mocks.py is under 600 characters
+MAX_TOOL_CHARS = 8192  # one tool's JSON schema; the largest in scripts/toolcall/tool_mocks.py is under 600 characters
 
 
 # ------------------------------------------------------------------------------------------------------ errors
