@@ -100,6 +100,8 @@ HOSTILE = [
     ({"stage": "pretrain", "flags": {"data_path": "../../etc/passwd"}}, "outside"),
     ({"stage": "pretrain", "flags": {"data_path": "/etc/passwd"}}, "outside"),
     ({"stage": "pretrain", "flags": {"data_path": "out/pretrain_512.pth"}}, "outside"),  # not under dataset/
+    ({"stage": "pretrain", "flags": {"data_path": "dataset/no_such_file.jsonl"}}, "no such file"),  # not 30 s later
+    ({"stage": "pretrain", "flags": {"data_path": " "}}, "empty path"),  # a stray space is not "the default"
     ({"stage": "pretrain", "flags": {"save_dir": "/tmp/x"}}, "outside"),
     ({"stage": "pretrain", "flags": {"save_dir": "out/../../tmp"}}, "outside"),
     ({"stage": "pretrain", "flags": {"checkpoint_dir": "/work"}}, "outside"),
@@ -182,6 +184,8 @@ def test_stages_list_flags_and_defaults_from_each_trainers_parser(client):
     assert pre["learning_rate"]["default"] == 5e-4 and pre["learning_rate"]["type"] == "float"
     assert pre["use_moe"]["choices"] == [0, 1] and pre["save_dir"]["kind"] == "path"
     assert pre["save_dir"]["roots"] == ["out"] and "packing" in pre
+    # the trainer's bounds travel with the flags, so the form shows them at the field
+    assert (pre["batch_size"]["min"], pre["batch_size"]["max"]) == (1, 65536) and pre["learning_rate"]["max"] is None
     grpo = {f["name"]: f for f in stages["grpo"]["flags"]}
     assert grpo["trust_remote_code"]["kind"] == "refused" and grpo["reward_model_path"]["kind"] == "refused"
     dist = {f["name"]: f for f in stages["distillation"]["flags"]}

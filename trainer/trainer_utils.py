@@ -518,6 +518,7 @@ class Trainer:
         self.first_step_s, self.first_step_tokens, self.t_timed = None, 0, None
         self.batches_at_step = (self.epoch, self.batches_done)  # the position a resume state saved now continues from
         self._updating, self._interrupt_pending = False, False  # Ctrl-C during an optimizer step waits for its end
+        self.signal_first, self.signal_last = None, None  # first and last logged values: the run's learning signal
         self._announce_run()
         if ctx.is_main and sys.stderr.isatty():  # a live bar (stderr) for people; plain lines (stdout) always
             from tqdm import tqdm
@@ -785,7 +786,7 @@ class Trainer:
         self._say(msg)
         self.last_log_time, self.logged_step = now, self.step
         self.signal_last = {"loss": loss, **parts}
-        if getattr(self, "signal_first", None) is None:
+        if self.signal_first is None:
             self.signal_first = dict(self.signal_last)
         self.throughput = {"tokens_per_s": tps, "mfu_percent": mfu}
         if self.tracker:
@@ -969,7 +970,7 @@ class Trainer:
     def learning_signal(self) -> str:
         """'loss: 8.77 -> 7.56, dpo_margin: 0.000 -> 0.412, ...': each logged value at the first and the last log
         line of this run, so the end of a run says whether its stage's signal moved (RL reward, DPO margin)."""
-        first, last = getattr(self, "signal_first", None), getattr(self, "signal_last", None)
+        first, last = self.signal_first, self.signal_last
         if not first or self.logged_step == self.step_at_start + 1:
             return ""
         keys = [k for k in last if k in first and k != "loss_smooth"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from model.checkpoint import weight_stem
 from model.runtime import ROOT, UserError, display_path
-from trainer.trainer_utils import check_common_args
+from trainer.trainer_utils import MAXIMUM_FLAG_VALUES, MINIMUM_FLAG_VALUES, check_common_args
 
 STAGES = ("pretrain", "full_sft", "lora", "dpo", "reason", "distillation", "ppo", "grpo", "spo")
 # flags that make a trainer load a model folder with its Python code, or import a user's function
@@ -108,6 +108,8 @@ def stage_info(stage: str) -> dict:
             "alias_of": action.dest if name != action.dest else None,
             "roots": list(PATH_FLAGS.get(action.dest, DEFAULT_PATH_ROOTS)) if kind == "path" else None,
             "refused_reason": REFUSED_FLAGS.get(action.dest) if kind == "refused" else None,
+            # the trainer's own bounds, so the form can say them at the field before the server refuses a value
+            "min": MINIMUM_FLAG_VALUES.get(action.dest), "max": MAXIMUM_FLAG_VALUES.get(action.dest),
         })
     return {"name": stage, "script": f"trainer/train_{stage}.py", "description": parser.description or "",
             "flags": flags}
@@ -165,6 +167,11 @@ def validate_flags(stage: str, flags) -> list:
                 raise RequestError(400, f"--{name}: expected a string, got {json.dumps(value)}")
             if kind == "path":
                 text = confine_path(name, value, PATH_FLAGS.get(action.dest, DEFAULT_PATH_ROOTS))
+                if action.dest == "data_path" and not (ROOT / text).is_file():
+                    # checked here, not 30 s later when the trainer has imported torch and loaded the tokenizer
+                    found = sorted(display_path(p) for p in (ROOT / "dataset").glob("**/*.jsonl"))[:8]
+                    raise RequestError(400, f"--data_path {value!r}: no such file; JSONL files under dataset/: "
+                                            f"{', '.join(found) or 'none'} (GET /api/datasets lists them all)")
             elif kind == "name":
                 if not NAME_RE.match(value) or ".." in value:
                     raise RequestError(400, f"--{name} {value!r}: a weight/adapter name is letters, digits, _ . - "
