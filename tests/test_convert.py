@@ -211,6 +211,7 @@ def test_converted_tokenizer_renders_our_chat_template(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- the real entry points
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_cli_default_float16_with_gguf(tmp_path):
     """As a user runs it, from another directory: float16 keeps the .pth values exactly; GGUF + Modelfile."""
     path = make_checkpoint(tmp_path / "out")
@@ -312,6 +313,7 @@ def test_gguf_runs_in_llama_cpp_with_the_native_logits_and_greedy_tokens(tmp_pat
     assert got == expected
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_minimind_folder_loads_with_remote_code_outside_the_repo(tmp_path):
     path = make_checkpoint(tmp_path / "out", use_moe=True)
     out = tmp_path / "MiniMind2-hf"

@@ -207,6 +207,7 @@ def externally_managed_python(folder: Path) -> Path:
     return python
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_demo_install_makes_a_venv_where_the_system_python_refuses_pip(tmp_path):
     python = externally_managed_python(tmp_path / "system")
     env = {k: v for k, v in ENV.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH")}

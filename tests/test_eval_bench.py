@@ -195,6 +195,7 @@ metric_list:
 """
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_lm_eval_on_a_local_task_agrees_with_our_scorer(tmp_path, tokenizer, monkeypatch):
     """The same items through lm-eval's `hf` model on the exported Llama folder (what the README's C-Eval command
     runs) and through our scorer on the native .pth: the same log-likelihoods, the same acc and acc_norm.

@@ -75,6 +75,7 @@ def tiny_from(out: Path) -> MiniMindForCausalLM:
 
 # ------------------------------------------------------------------------------------------------ the entry point
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_auto_answers_every_prompt_with_sizes_from_the_sidecar(trained):
     base, out = trained
     proc = run_eval("auto", "--save_dir", out, "--max_new_tokens", 8, "--device", "cpu", "--seed", 0, cwd=base)

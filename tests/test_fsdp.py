@@ -77,6 +77,7 @@ def spawn(world: int, tmp: Path, data: Path, variants: list) -> dict:
     return json.loads((tmp / "results.json").read_text())
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_fsdp_matches_ddp_and_converts_to_a_loadable_pth(tmp_path, pretrain_data):
     """2 gloo processes: FSDP2 and DDP, 4 steps of 2 accumulated micro-batches with clipping, give the same losses
     and weights; the DCP resume folder converts to a .pth equal to the one training wrote, which eval loads."""

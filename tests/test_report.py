@@ -31,6 +31,7 @@ def read_log(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_report_of_a_tiny_chain_has_every_stage_and_valid_pngs(tmp_path, data):
     from trainer import train_full_sft, train_pretrain
     common = [*TINY, "--save_dir", tmp_path / "out", "--checkpoint_dir", tmp_path / "ck", "--batch_size", 4]
@@ -79,6 +80,7 @@ def test_read_metrics_skips_a_partial_last_line(tmp_path):
     assert training.wall_seconds([{"elapsed_s": 5}, {"elapsed_s": 9}, {"elapsed_s": 2}, {"elapsed_s": 4}]) == 13
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_killed_and_resumed_trainer_continues_its_metrics_log(tmp_path, data):
     from trainer import train_pretrain
     common = [*TINY, "--data_path", data, "--batch_size", 2, "--epochs", 2, "--save_interval", 4,

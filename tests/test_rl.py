@@ -319,6 +319,7 @@ def test_flags_and_from_weight_default():
 
 # -------------------------------------------------------------------------------------------- the scripts end to end
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_grpo_script_on_the_bundled_prompts(warm, tmp_path):
     """The bundled demo prompts, default reward (rule + format), default start (reason), G samples."""
     proc = run_script("train_grpo.py", "--data_path", "dataset/demo/rlaif_demo.jsonl", "--save_dir", warm.out,

@@ -594,6 +594,7 @@ def test_missing_data_file_is_refused_before_anything_runs(dirs):
     assert dry_warnings("--local", *dirs["opts"], "download", "pretrain", *dirs["extra"]) == []
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_bad_trainer_flag_after_dashes_is_refused_before_anything_runs(dirs):
     """`-- --packing 1` is a pretrain-only flag: full_sft's parser refuses it, so nothing starts."""
     for name in ("pretrain_hq.jsonl", "sft_mini_512.jsonl"):
@@ -811,6 +812,7 @@ HTTPServer(("127.0.0.1", port), H).serve_forever()
 '''
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_vllm_stage_local_waits_for_health_and_prints_the_answer(tmp_path):
     out = tmp_path / "out"
     (out / "minimind-hf").mkdir(parents=True)

@@ -811,6 +811,7 @@ def run_script(name, *args, stdin=""):
                           capture_output=True, text=True, encoding="utf-8", env=ENV, timeout=120)
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_chat_client_over_stdin(server, tmp_path):
     common = ["--base_url", server.base + "/v1", "--api_key", API_KEY, "--temperature", 0]
     # the tiny model only knows single-turn prompts: the second answer is exact only if /clear emptied the history
@@ -828,6 +829,7 @@ def test_chat_client_over_stdin(server, tmp_path):
         assert f"🤖: {AFTER_TOOL_REPLY}\n" in proc.stdout  # the typed result went back as a tool message
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_chat_client_errors_are_clear(server):
     proc = run_script("chat_openai_api.py", "--base_url", "http://127.0.0.1:9/v1")
     assert proc.returncode == 2 and "cannot reach http://127.0.0.1:9/v1" in proc.stderr

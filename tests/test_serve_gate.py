@@ -128,6 +128,7 @@ def test_half_sent_body_gets_408_and_the_connection_closes(quick):
     assert httpx.get(quick["base"] + quick["probe"], headers=AUTH, timeout=10).status_code == 200
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 @pytest.mark.parametrize("kind", ["api", "manager"])
 def test_300_half_sent_connections_with_256_files_do_not_lock_others_out(kind, weights, tmp_path):
     """Header deadline 120 s, so only the connection cap can keep the server reachable within the 20 s asked."""

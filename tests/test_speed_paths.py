@@ -104,6 +104,7 @@ def test_keeping_the_partial_batch_would_recompile(tiny_run, monkeypatch):
 
 # -------------------------------------------------------------------------------------------------------------- MoE
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_moe_routing_compiles_as_one_graph_without_host_reads():
     """fullgraph=True fails on any host read (bincount's max, .tolist(), .item()), so this is the no-sync check."""
     torch._dynamo.reset()  # forget shapes other tests compiled the same forward for (they would make it dynamic)

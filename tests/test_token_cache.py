@@ -189,6 +189,7 @@ BUILDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_one_builder_under_torchrun(tmp_path):
     data = head(DEMO / "pretrain_demo.jsonl", tmp_path / "p.jsonl", 400)
     script = tmp_path / "builder.py"

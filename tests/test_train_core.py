@@ -112,6 +112,7 @@ def test_logged_loss_is_the_mean_over_the_accumulation_group(tmp_path, pretrain_
     assert smooth[1] == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_runs_from_inside_trainer_folder(tmp_path, pretrain_data):
     proc = run_stage("train_pretrain.py", "--data_path", pretrain_data, "--batch_size", 8, "--max_steps", 1,
                      "--save_dir", tmp_path / "o", "--checkpoint_dir", tmp_path / "c", cwd=ROOT / "trainer")

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ def test_lines_come_by_seconds_when_steps_are_slow(tmp_path, monkeypatch):
     assert f"learning signal (first -> last log line): loss: {first:.4g} -> {last:.4g}" in proc.stdout
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_ctrl_c_saves_says_so_in_one_line_and_the_command_resumes(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MINIMIND_LOG_SECONDS="0")
     argv = [sys.executable, str(ROOT / "trainer" / "train_pretrain.py"), *TINY, "--epochs", "100",

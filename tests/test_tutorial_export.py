@@ -31,6 +31,7 @@ def test_committed_export_is_current(fresh):
                        "`python scripts/export_tutorial_data.py` and commit docs/tutorial/react-app/src/data/")
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_export_is_deterministic(fresh, tmp_path):
     export.write_export(tmp_path)
     for name in export.EXPORTED:
@@ -50,6 +51,7 @@ def test_stale_check_notices_a_changed_value(fresh, tmp_path):
     assert export.stale_files(tmp_path, fresh) == [export.DATA_FILE, "tokenizer.json"]
 
 
+@pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)
 def test_check_mode_names_the_stale_file_and_the_fix(fresh, tmp_path):
     for name in export.EXPORTED:
         (tmp_path / name).write_bytes((fresh / name).read_bytes())
