@@ -352,7 +352,7 @@ def _numpy_array_globals() -> list:
 
 def load_resume_state(path: Path, allowed: tuple = ()) -> dict:
     """A resume state read with weights_only=True: tensors and plain Python data only, so a resume file copied in
-    from elsewhere cannot run code when loaded (weights_only=False would unpickle any object, os.system included).
+    from elsewhere cannot run code when loaded (the unrestricted unpickler would build any object, os.system included).
     `allowed` adds classes the caller knows to be plain data holders (unpickling one only sets its attributes)."""
     path = Path(path)
     try:
