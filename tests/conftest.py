@@ -5,8 +5,10 @@ import subprocess
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
+import torch
 
 from browser_util import launch_chromium
+from model.runtime import ROOT
 
 
 def run_main(main, argv) -> subprocess.CompletedProcess:
@@ -37,3 +39,21 @@ def token_cache_in_tmp(tmp_path_factory):
     import os
     os.environ.setdefault("MINIMIND_TOKEN_CACHE", str(tmp_path_factory.mktemp("token_cache")))
     yield
+
+
+@pytest.fixture(scope="module")
+def pretrain_data(tmp_path_factory):
+    """The first 96 rows of the bundled pretrain file: a few optimizer steps for the multi-process tests."""
+    path = tmp_path_factory.mktemp("data") / "pretrain.jsonl"
+    with open(ROOT / "dataset/demo/pretrain_demo.jsonl", encoding="utf-8") as src:
+        path.write_text("".join(line for _, line in zip(range(96), src)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def one_thread():
+    """In-process runs on one thread: on 2 shared cores, 2 OpenMP threads made a tiny SFT run 3x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -31,14 +31,6 @@ def losses(lines) -> list:
     return [float(m.group(1)) for line in lines for m in [re.search(r" step \d+/\d+ loss ([0-9.]+)", line)] if m]
 
 
-@pytest.fixture(scope="module")
-def pretrain_data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "pretrain.jsonl"
-    with open(ROOT / "dataset/demo/pretrain_demo.jsonl", encoding="utf-8") as src:
-        path.write_text("".join(line for _, line in zip(range(96), src)), encoding="utf-8")
-    return path
-
-
 def _worker(rank: int, world: int, port: int, tmp: str, data: str, variants: list) -> None:
     """One rank of a gloo job that trains each variant in turn through trainer_utils.train (same process group)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),

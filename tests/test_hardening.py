@@ -24,13 +24,7 @@ TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--max_seq_len", "64"
         "--log_interval", "1", "--num_workers", "0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process runs on one thread (2 shared cores; 2 OpenMP threads made tiny runs several times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: in-process runs on one thread
 
 
 def run_stage(script, *args):

@@ -31,13 +31,7 @@ TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--device", "cpu", "-
 LETTER_PROMPT = "从 A、B、C、D 中选一个字母。第{}题。"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process runs on one thread: on 2 shared cores, 2 OpenMP threads made a tiny SFT run 3x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: in-process runs on one thread
 
 
 def write_jsonl(path, rows):

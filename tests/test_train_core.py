@@ -41,14 +41,6 @@ def losses(stdout):
 
 
 @pytest.fixture(scope="module")
-def pretrain_data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "pretrain.jsonl"
-    with open(ROOT / "dataset/demo/pretrain_demo.jsonl", encoding="utf-8") as src:
-        path.write_text("".join(line for _, line in zip(range(96), src)), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, pretrain_data):
     """A tiny pretrain run shared by the tests below: (out_dir, ckpt_dir, stdout)."""
     base = tmp_path_factory.mktemp("pretrain")
