@@ -1,9 +1,17 @@
 """scripts/eval_tool_call.py --bfcl_dir (scripts/evals/bfcl.py): the BFCL v3 reader on small files written here, the
 AST checker's rules one by one (name, required, unknown, types, int-for-float, accepted values, "" = may be left
 out, string normalising, parallel in any order, irrelevance), metrics from scripted replies against hand-computed
-values, bad folders and lines named, and the command on native weights through the Engine."""
+values, bad folders and lines named, the command on native weights through the Engine, and (where the bfcl-eval
+package can be imported) the same verdicts as BFCL's own checker on BFCL's own data."""
 import argparse
+import collections
+import copy
+import importlib.util
 import json
+import random
+import sys
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,10 +19,10 @@ import torch
 from conftest import run_main
 from model.checkpoint import save_weights
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
+from model.runtime import UserError
 from scripts import eval_tool_call
 from scripts.evals import bfcl
 from scripts.evals.tool_call import parse_reply_text
-from model.runtime import UserError
 
 GCD = {"name": "math.gcd", "description": "Greatest common divisor.",
        "parameters": {"type": "dict", "properties": {"a": {"type": "integer", "description": "first"},
@@ -124,8 +132,14 @@ def test_types_int_for_float_accepted_but_not_the_other_way_or_bool_for_int():
     assert check("simple_0", _c("math.gcd", a=12.0, b=18)) == "parameter 'a': expected integer, got float 12.0"
     assert check("simple_0", _c("math.gcd", a=True, b=18)).startswith("parameter 'a': expected integer, got boolean")
     assert check("simple_0", _c("math.gcd", a="12", b=18)).startswith("parameter 'a': expected integer, got string")
-    assert check("multiple_0", _c("weather.get", city="NYC", days=["1", "2"])).startswith(
-        "parameter 'days': expected array of integer")
+    # array items: the declared item type (or the accepted list's own), and no int-for-float there, as in BFCL
+    series = {"name": "mean", "parameters": {"type": "dict", "required": ["xs"], "properties": {
+        "xs": {"type": "array", "items": {"type": "float"}, "description": "numbers"}}}}
+    mean = bfcl.BfclCase("m", "simple", [], [series], [{"mean": {"xs": [[1.5, 2.0]]}}])
+    assert bfcl.check_case(mean, [_c("mean", xs=[1.5, 2.0])], 0) is None
+    assert bfcl.check_case(mean, [_c("mean", xs=[1.5, 2])], 0) == \
+        "parameter 'xs': expected array of float, got [1.5, 2]"
+    assert bfcl.check_case(mean, [_c("mean", xs=["1.5", "2.0"])], 0).startswith("parameter 'xs': expected array")
     # BFCL's "variable" rule: an answer written in another type than declared is compared in its own type
     gt = [{"math.gcd": {"a": ["x"], "b": [18]}}]
     assert bfcl.check_case(bfcl.BfclCase("v", "simple", [], [GCD], gt), [_c("math.gcd", a="x", b=18)], 0) is None
@@ -188,7 +202,7 @@ def _error(folder) -> str:
 def test_bad_folders_and_lines_are_named(tmp_path):
     assert "no such folder" in _error(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    assert "no BFCL_v3_<category>.json files" in _error(tmp_path / "empty")
+    assert "no BFCL_v3_<category>.json (or v4) files" in _error(tmp_path / "empty")
     folder = write_bfcl(tmp_path / "a")
     (folder / "possible_answer" / "BFCL_v3_parallel.json").unlink()
     msg = _error(folder)
@@ -292,3 +306,85 @@ def test_the_command_on_native_weights_writes_cases_summary_and_table(tmp_path):
     assert "| ast_accuracy |" in proc.stdout and str(out) in proc.stdout
     proc = run_main(eval_tool_call.main, ["--save_dir", tmp_path, "--device", "cpu", "--bfcl_dir", tmp_path / "x"])
     assert proc.returncode == 2 and "--bfcl_dir" in proc.stderr and "no such folder" in proc.stderr
+
+
+# ------------------------------------------------------------------------------- against BFCL's own checker
+
+def _replies_from(gt, rng):
+    """A reply built from a ground truth: one accepted value per parameter, optional ones left out at random."""
+    calls = []
+    for entry in gt:
+        name, params = next(iter(entry.items()))
+        args = {p: copy.deepcopy(rng.choice([o for o in opts if o != ""])) for p, opts in params.items()
+                if [o for o in opts if o != ""] and not ("" in opts and rng.random() < 0.3)}
+        calls.append({"name": name, "arguments": args})
+    return calls
+
+
+def _mutated(calls, kind, rng):
+    """The reply with one kind of mistake (or harmless change) BFCL's checker has a rule for."""
+    calls = copy.deepcopy(calls)
+    c = rng.choice(calls)
+    args, keys = c["arguments"], list(c["arguments"])
+    k = rng.choice(keys) if keys else None
+    if kind == "drop" and k:
+        del args[k]
+    elif kind == "extra":
+        args["zz_extra"] = 1
+    elif kind == "name":
+        c["name"] += "_x"
+    elif kind == "value" and k:
+        v = args[k]
+        args[k] = (not v if isinstance(v, bool) else v + 1 if isinstance(v, (int, float)) else v + "q"
+                   if isinstance(v, str) else v + v[:1] if isinstance(v, list) and v else "q")
+    elif kind == "type" and k:
+        args[k] = 7 if isinstance(args[k], str) else str(args[k])
+    elif kind in ("int_float", "array_int"):
+        swap = lambda x: int(x) if isinstance(x, float) and x.is_integer() else float(x) if type(x) is int else x
+        for key in keys:
+            if kind == "int_float":
+                args[key] = swap(args[key])
+            elif isinstance(args[key], list):
+                args[key] = [swap(x) for x in args[key]]
+    elif kind == "case":
+        for key in keys:
+            if isinstance(args[key], str):
+                args[key] = args[key].upper() + " "
+    elif kind == "order":
+        calls.reverse()
+    elif kind == "count":
+        calls.append(copy.deepcopy(calls[0]))
+    return calls
+
+
+@pytest.mark.slow  # ~10 s: 2,351 real cases x 11 replies through both checkers
+def test_verdicts_equal_bfcl_eval_own_ast_checker_on_its_own_data(monkeypatch):
+    """Only where the bfcl-eval package can be imported (it is not a dependency: its requirements pull in every API
+    client). To run it: pip download bfcl-eval==2026.3.23 --no-deps -d /tmp/b && unzip -q /tmp/b/*.whl -d /tmp/b/x
+    && PYTHONPATH=/tmp/b/x python3 -m pytest -q tests/test_eval_bfcl.py -k bfcl_eval"""
+    spec = importlib.util.find_spec("bfcl_eval")
+    if spec is None:
+        pytest.skip("bfcl-eval is not importable; see this test's docstring for the command")
+    # the package's model_config imports every API client; the AST checker only needs one flag from it
+    stub = types.ModuleType("bfcl_eval.constants.model_config")
+    stub.MODEL_CONFIG_MAPPING = {"ours": types.SimpleNamespace(underscore_to_dot=False)}
+    monkeypatch.setitem(sys.modules, "bfcl_eval.constants.model_config", stub)
+    from bfcl_eval.constants.enums import Language
+    from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker
+    cases = [c for c in bfcl.read_bfcl_dir(Path(spec.origin).parent / "data", log=lambda _: None) if c.ground_truth]
+    rng = random.Random(0)
+    verdicts = collections.Counter()
+    for case in cases:
+        base = _replies_from(case.ground_truth, rng)
+        for kind in ("none", "drop", "extra", "name", "value", "type", "int_float", "array_int", "case", "order",
+                     "count"):
+            calls = base if kind == "none" else _mutated(base, kind, rng)
+            theirs = ast_checker(case.functions, [{c["name"]: c["arguments"]} for c in calls], case.ground_truth,
+                                 Language.PYTHON, case.category, "ours")["valid"]
+            ours = bfcl.check_case(case, calls, 0) is None
+            assert ours == theirs, (case.id, kind, calls, case.ground_truth)
+            verdicts[(kind, theirs)] += 1
+    print(dict(verdicts))
+    assert len(cases) > 2000 and verdicts[("none", True)] > 0.95 * len(cases)
+    assert verdicts[("extra", False)] == verdicts[("name", False)] == verdicts[("count", False)] == len(cases)
+    assert verdicts[("drop", False)] > 1000 and verdicts[("case", True)] > 2000

@@ -6,16 +6,17 @@ The folder (JSON Lines despite the .json name):
     DIR/BFCL_v3_<category>.json                 {"id", "question": [[{"role", "content"}, ...]], "function": [...]}
     DIR/possible_answer/BFCL_v3_<category>.json {"id", "ground_truth": [{"fn": {"param": [accepted values]}}, ...]}
 Categories: simple, multiple, parallel, parallel_multiple, irrelevance (no answer file), and the same names with
-"live_" in front; relevance (live_relevance) passes when the model calls anything. Other BFCL files (java,
-javascript, exec_*, multi_turn_*) need other checkers and are skipped with a note.
+"live_" in front; relevance (live_relevance) passes when the model calls anything. BFCL v4 file names
+(BFCL_v4_simple_python.json, ..., as the bfcl-eval package ships them) are read too. Other BFCL files (java,
+javascript, exec_*, multi_turn_*, memory, web_search) need other checkers and are skipped with a note.
 
 The checker follows BFCL's published rules (bfcl/eval_checker/ast_eval/ast_checker.py):
 - a case needs exactly as many calls as ground-truth entries (simple: one); parallel ones match in any order;
 - per call: the name equals the expected one; every required parameter is present; no parameter outside the
   function's properties or the ground truth; each value has the declared type (an int is accepted where a float is
-  declared, also inside arrays: JSON writes 2.0 as 2 as often as not; a value of the ground truth's own type is
-  compared as it is, BFCL's "variable" rule); each value is among the accepted ones; a parameter the model leaves
-  out must list "" among its accepted values;
+  declared at the top level, not inside arrays, as in BFCL; a value of the ground truth's own type is compared as
+  it is, BFCL's "variable" rule); each value is among the accepted ones; a parameter the model leaves out must list
+  "" among its accepted values;
 - strings are compared BFCL's way: spaces and , . / - _ * ^ removed, lower case, ' read as " (also inside lists
   and dicts); dicts key by key, lists of dicts item by item in order;
 - irrelevance passes when the reply has no parsed call (BFCL counts an undecodable call as no call);
@@ -34,8 +35,8 @@ from typing import Optional
 
 from model.runtime import UserError
 
-BASE_CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple", "irrelevance", "relevance")
-FILE = re.compile(r"^BFCL_v3_(?P<category>[a-z_]+)\.json$")
+BASE_CATEGORIES = ("simple", "simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance", "relevance")
+FILE = re.compile(r"^BFCL_v[34]_(?P<category>[a-z_]+)\.json$")
 # BFCL's type names (and the JSON-schema ones a hand-written file may use) -> the Python type of a parsed value
 PY_TYPES = {"string": str, "integer": int, "float": float, "number": float, "boolean": bool, "array": list,
             "tuple": list, "dict": dict, "object": dict, "any": str}
@@ -89,10 +90,11 @@ def _check_schema(where: str, name: str, schema: dict) -> None:
         _check_schema(where, f"{name}[]", schema["items"])
 
 
-def _functions(where: str, row: dict) -> list:
+def _functions(where: str, row: dict, may_be_empty: bool) -> list:
     fns = row.get("function")
     fns = [fns] if isinstance(fns, dict) else fns  # BFCL v1 files held a single object here
-    if not isinstance(fns, list) or not fns:
+    # live_irrelevance has cases that offer no function at all (the model must simply answer)
+    if not isinstance(fns, list) or not (fns or may_be_empty):
         raise UserError(f"{where}: 'function' must be a non-empty list of function documents")
     for f in fns:
         params = f.get("parameters") if isinstance(f, dict) else None
@@ -142,7 +144,7 @@ def _ground_truth(where: str, row: dict, functions: list) -> list:
 def category_files(folder: Path) -> list:
     """[(category, path)] of the BFCL files this checker scores, in a stable order; notes for skipped files."""
     found, skipped = [], []
-    for path in sorted(folder.glob("BFCL_v3_*.json")):
+    for path in sorted(folder.glob("BFCL_v[34]_*.json")):
         m = FILE.match(path.name)
         cat = m.group("category") if m else None
         if cat and cat.removeprefix("live_") in BASE_CATEGORIES:
@@ -166,7 +168,7 @@ def read_bfcl_dir(folder, max_per_category: int = 0, log=print) -> list:
         log(f"BFCL: skipped {', '.join(skipped)} (only simple, multiple, parallel, parallel_multiple, (ir)relevance "
             f"and their live_ versions are scored by the AST checker here)")
     if not files:
-        raise UserError(f"--bfcl_dir {folder}: no BFCL_v3_<category>.json files for the categories "
+        raise UserError(f"--bfcl_dir {folder}: no BFCL_v3_<category>.json (or v4) files for the categories "
                         f"{', '.join(BASE_CATEGORIES)}")
     cases = []
     for category, path in files:
@@ -186,7 +188,7 @@ def read_bfcl_dir(folder, max_per_category: int = 0, log=print) -> list:
             if row["id"] in seen:
                 raise UserError(f"{where}: the id occurs twice in the file")
             seen.add(row["id"])
-            functions = _functions(where, row)
+            functions = _functions(where, row, may_be_empty=category.endswith("irrelevance"))
             gt = None
             if answers:
                 if row["id"] not in answers:
@@ -253,29 +255,28 @@ def check_value(param: str, value, spec: dict, options: list, loose: bool = True
     if want is float and type(value) is int:
         value = float(value)
     real = [o for o in options if o != ""]
-    # BFCL's "variable" rule: when the ground truth is written in another type than the declared one (a string
-    # where an integer is declared), a value of the ground truth's type is compared as it is
-    as_written = bool(real) and type(real[0]) is not want and type(value) is type(real[0])
-    if not as_written:
-        if type(value) is not want:  # type(), not isinstance: True is not an integer here, as in BFCL
-            return f"parameter {param!r}: expected {t}, got {_type_name(value)} {value!r}"
-        items = spec.get("items") if t in ("array", "tuple") else None
-        if items is not None:
-            item_type = PY_TYPES[items["type"]]
-            value = [float(v) if item_type is float and type(v) is int else v for v in value]
-            if any(type(v) is not item_type for v in value):
-                return f"parameter {param!r}: expected {t} of {items['type']}, got {value!r}"
-            if item_type is dict:  # a list of dicts: item by item, in order, against an accepted list
-                if any(isinstance(o, list) and len(o) == len(value)
-                       and all(_dict_ok(v, [d], loose) for v, d in zip(value, o)) for o in real):
-                    return None
-                return f"parameter {param!r}: {value!r} is not among the accepted {options!r}"
-        if want is dict:
-            return None if _dict_ok(value, real, loose) else \
-                f"parameter {param!r}: {value!r} is not among the accepted {options!r}"
-    if _norm(value, loose) in [_norm(o, loose) for o in real]:
-        return None
-    return f"parameter {param!r}: {value!r} is not among the accepted {options!r}"
+    rejected = f"parameter {param!r}: {value!r} is not among the accepted {options!r}"
+    # BFCL's "variable" rule: when the ground truth is written in another type than the declared one ("dontcare"
+    # where an integer is declared), a value of the ground truth's type is compared as it is, not normalised
+    if real and type(real[0]) is not want and type(value) is type(real[0]):
+        return None if value in real else rejected
+    if type(value) is not want:  # type(), not isinstance: True is not an integer here, as in BFCL
+        return f"parameter {param!r}: expected {t}, got {_type_name(value)} {value!r}"
+    items = spec.get("items") if t in ("array", "tuple") else None
+    if items is not None:
+        item_type = PY_TYPES[items["type"]]
+        # each item has the declared type or the type the accepted list is written in (BFCL's rule one level down;
+        # an accepted "" skips the check there too)
+        if not any(not isinstance(o, list) or all(type(v) is item_type or (o and type(v) is type(o[0]))
+                                                  for v in value) for o in options):
+            return f"parameter {param!r}: expected {t} of {items['type']}, got {value!r}"
+        if item_type is dict:  # a list of dicts: item by item, in order, against an accepted list
+            ok = any(isinstance(o, list) and len(o) == len(value)
+                     and all(isinstance(v, dict) and _dict_ok(v, [d], loose) for v, d in zip(value, o)) for o in real)
+            return None if ok else rejected
+    if want is dict:
+        return None if _dict_ok(value, real, loose) else rejected
+    return None if _norm(value, loose) in [_norm(o, loose) for o in real] else rejected
 
 
 def check_call(function: dict, call: dict, expected: dict, loose: bool = True) -> Optional[str]:
