@@ -165,8 +165,8 @@ def read_bfcl_dir(folder, max_per_category: int = 0, log=print) -> list:
                         f"possible_answer/BFCL_v3_simple.json, ...")
     files, skipped = category_files(folder)
     if skipped:
-        log(f"BFCL: skipped {', '.join(skipped)} (only simple, multiple, parallel, parallel_multiple, (ir)relevance "
-            f"and their live_ versions are scored by the AST checker here)")
+        log(f"BFCL: skipped {', '.join(skipped)} (only simple(_python), multiple, parallel, parallel_multiple, "
+            f"(ir)relevance and their live_ versions are scored by the AST checker here)")
     if not files:
         raise UserError(f"--bfcl_dir {folder}: no BFCL_v3_<category>.json (or v4) files for the categories "
                         f"{', '.join(BASE_CATEGORIES)}")
