@@ -583,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--heldout_path", default=HELDOUT, help="留出集 JSONL（或 {domain}.jsonl 目录）/ held-out texts")
     add("--mc_sets", nargs="+", default=MC_SETS, metavar="NAME=PATH", help="选择题集 / multiple-choice JSONL sets")
     add("--rl_path", default=RL_SET, help="带参考答案的 RL 提示集 / prompts with reference answers (rlaif format)")
-    add("--limit", type=int, default=0, help="每个任务最多评测条数，0 = 全部 / items per held-out/MC task (0 = all)")
+    add("--limit", type=int, default=0,
+        help="每个任务（exam：每个科目）最多评测条数，0 = 全部 / items per held-out/MC task, per subject for exam (0 = all)")
     add("--gen_limit", type=int, default=100, help="生成检查的条数 / rule-checked generation items (0 = all)")
     add("--max_chars", type=int, default=0, help="每条留出文本的最多字符，0 = 全文 / cut texts to N characters")
     add("--window", type=int, default=512, help="留出集每段 token 数 / tokens per scoring window (bos included)")
