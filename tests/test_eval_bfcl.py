@@ -166,6 +166,9 @@ def test_irrelevance_passes_without_a_parsed_call_and_broken_blocks_fail_the_oth
     assert check("irrelevance_0", invalid=1) is None  # BFCL: an undecodable call is no call
     assert check("irrelevance_0", _c("math.gcd", a=1, b=2)) == "called math.gcd although no offered function fits"
     assert check("simple_0", _c("math.gcd", a=12, b=18), invalid=1).startswith("1 <tool_call> block(s)")
+    relevance = bfcl.BfclCase("r", "live_relevance", [], [GCD], None)  # any call passes, none fails
+    assert bfcl.check_case(relevance, [_c("math.gcd", a=1)], 0) is None
+    assert bfcl.check_case(relevance, [], 1) == "no call, although an offered function fits"
 
 
 def test_tools_shown_to_the_model_use_json_schema_types():
