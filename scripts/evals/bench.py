@@ -5,6 +5,7 @@
     python scripts/eval_bench.py --load_from out/minimind-hf --tasks heldout mc # a transformers folder
     python scripts/eval_bench.py --weight full_sft --lora_weight lora_identity  # adapter merged in
     python scripts/eval_bench.py --weight full_sft --lm_eval_tasks ceval-valid,cmmlu   # through lm-eval (hub data)
+    python scripts/eval_bench.py --weight full_sft --data_dir data/ceval-exam          # C-Eval / CMMLU on disk
 
 Tasks (`--tasks`, default all):
 - heldout: bits per character per domain of dataset/demo/eval_heldout.jsonl (or a folder of {domain}.jsonl such as
@@ -20,6 +21,11 @@ Tasks (`--tasks`, default all):
   with trainer/rl_rewards.is_correct (accuracy), and the fixed prompts of `eval_llm.py auto`
   (model.chat_protocol.CHAT_PROMPTS / PRETRAIN_PROMPTS: share of answers that end with <|im_end|> before
   --max_new_tokens, plus the answers themselves as samples).
+- exam (--data_dir): C-Eval (val) or CMMLU (test) from a local folder (layouts in scripts/evals/mcq.py), 0-shot
+  and k-shot (--shots, examples from the dev split of the same subject): the letter A-D with the highest
+  log-probability after the prompt, the same lm-eval multiple_choice rule as `mc` with the letters as choices.
+  One row per subject (95% Wilson interval), "all" (every question pooled, Wilson; the primary number) and
+  "subject_mean" (unweighted mean over subjects, C-Eval's "Average", with a bootstrap interval).
 
 Output: one JSON object per metric in --output (default {save_dir}/eval_bench.jsonl, which scripts/report.py
 reads) and a Markdown table on stdout; with --compare, one column per model. scripts/eval_bench.py is the command.
@@ -47,7 +53,7 @@ from model.checkpoint import (
     resolve_weight,
     weights_tokenizer,
 )
-from model.chat_protocol import CHAT_PROMPTS, PRETRAIN_PROMPTS, build_prompt
+from model.chat_protocol import CHAT_PROMPTS, PRETRAIN_PROMPTS, build_prompt, trained_context_len
 from model.engine import Engine, SamplingParams
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM, count_parameters
 from model.runtime import (
@@ -56,12 +62,14 @@ from model.runtime import (
     init_distributed_mode,
     repo_path,
 )
+from scripts.evals import mcq
 from trainer.rl_rewards import final_answer, is_correct
 
 HELDOUT = "dataset/demo/eval_heldout.jsonl"
 MC_SETS = ["idiom=dataset/demo/eval_idiom_mc.jsonl", "poem=dataset/demo/eval_poem_nextline_mc.jsonl"]
 RL_SET = "dataset/demo/rlaif_demo.jsonl"
-TASKS = ("heldout", "mc", "gen")
+TASKS = ("heldout", "mc", "gen", "exam")
+DEFAULT_TASKS = ["heldout", "mc", "gen"]  # exam needs --data_dir; with it, exam alone is the default
 LETTERS = "ABCDEFGHIJ"
 Z95 = 1.959964  # standard normal quantile at 97.5%: the half-width factor of a two-sided 95% interval
 
@@ -249,6 +257,42 @@ def mc_scores(model, tokenizer, items: list, batch_size: int = 16) -> list:
     return scores
 
 
+@torch.inference_mode()
+def letter_logprobs(model, tokenizer, prompts: list, letters=tuple("ABCD"), batch_size: int = 16) -> tuple:
+    """([log p(letter | prompt) per letter] per prompt, prompt lengths in tokens with bos). Each letter is cut off
+    the prompt as choice_pieces cuts a choice (lm-eval's rule). When every letter is one token after the prompt's
+    own tokens (so far always: "答案：" then A-D), one forward per prompt reads all of them at its last position, a
+    quarter of the work of scoring four sequences; otherwise the prompt's letters go through sequence_logprobs."""
+    out, lengths, shared, fallback = [None] * len(prompts), [0] * len(prompts), [], []
+    for i, prompt in enumerate(prompts):
+        pieces = [choice_pieces(tokenizer, prompt, letter) for letter in letters]
+        lengths[i] = len(pieces[0][0]) - pieces[0][1]
+        if all(n == 1 for _, n in pieces):  # choice_pieces keeps the prompt's own tokens in front of each letter
+            shared.append((i, pieces[0][0][:-1], [ids[-1] for ids, _ in pieces]))
+        else:
+            fallback.append((i, pieces))
+    device = model_device(model)
+    shared.sort(key=lambda row: len(row[1]))  # each batch pads to its own longest prompt
+    for start in range(0, len(shared), batch_size):
+        chunk = shared[start:start + batch_size]
+        ids = torch.zeros((len(chunk), len(chunk[-1][1])), dtype=torch.long)
+        for r, (_, context, _) in enumerate(chunk):
+            ids[r, :len(context)] = torch.tensor(context)
+        # logits only at the rows' last positions (<= batch_size distinct ones), not at every position: a 2,000-token
+        # 5-shot prompt would otherwise make a 16 x 2000 x 6400 float tensor (820 MB) per batch
+        ends = sorted({len(context) - 1 for _, context, _ in chunk})
+        column = {e: k for k, e in enumerate(ends)}
+        logits = model(ids.to(device), logits_to_keep=torch.tensor(ends, device=device)).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        for r, (i, context, targets) in enumerate(chunk):
+            out[i] = logp[r, column[len(context) - 1], targets].tolist()
+    if fallback:
+        flat = sequence_logprobs(model, [p for _, pieces in fallback for p in pieces], batch_size)
+        for k, (i, _) in enumerate(fallback):
+            out[i] = flat[k * len(letters):(k + 1) * len(letters)]
+    return out, lengths
+
+
 def argmax_first(values: list) -> int:
     """Index of the largest value, the first one on ties (numpy's argmax, which lm-eval uses)."""
     return max(range(len(values)), key=lambda i: (values[i], -i))
@@ -409,8 +453,42 @@ def evaluate(args, label: str, model, tokenizer, source: str) -> list:
         rows.append(metric(label, source, "auto_prompts", "all", "stop_rate", stopped / len(samples),
                            n=len(samples), correct=stopped, ci95=list(wilson_interval(stopped, len(samples))),
                            samples=samples, primary=False))
+    if "exam" in args.tasks:
+        rows += exam_metrics(args, label, model, tokenizer, source)
     if args.lm_eval_tasks:
         rows += lm_eval_metrics(label, source, model, tokenizer, args)
+    return rows
+
+
+def exam_metrics(args, label: str, model, tokenizer, source: str) -> list:
+    """C-Eval / CMMLU of --data_dir at each --shots: a row per subject, then "all" and "subject_mean"."""
+    exam = getattr(args, "exam_set", None) or mcq.read_exam_dir(repo_path(args.data_dir), max(args.shots))
+    rows = []
+    for k in args.shots:
+        task = f"{exam.name}_{k}shot"
+        questions = [q for qs in exam.questions.values() for q in mcq.subsample(qs, args.limit, args.seed)]
+        prompts = [mcq.build_prompt(q, exam.shots[q.subject][:k] if k else []) for q in questions]
+        scores, lengths = letter_logprobs(model, tokenizer, prompts, batch_size=args.batch_size)
+        handled = trained_context_len(model.config)
+        if max(lengths) > handled:
+            info(f"note: {task} prompts run up to {max(lengths)} tokens, beyond the {handled} positions this model "
+                 f"handles; fewer --shots keep them inside")
+        per = defaultdict(lambda: [0, 0])
+        for q, s in zip(questions, scores):
+            per[q.subject][0] += int(argmax_first(s) == q.answer)
+            per[q.subject][1] += 1
+        for subject, (correct, n) in per.items():
+            rows.append(metric(label, source, task, subject, "acc", correct / n, n=n, correct=correct, chance=0.25,
+                               ci95=list(wilson_interval(correct, n)), primary=False, per_subject=True))
+        correct, n = sum(c for c, _ in per.values()), sum(n for _, n in per.values())
+        extra = {"subjects": len(per), "split": exam.split, "shots": k, "chance": 0.25,
+                 "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1), "prompt_tokens_max": max(lengths)}
+        rows.append(metric(label, source, task, "all", "acc", correct / n, n=n, correct=correct,
+                           ci95=list(wilson_interval(correct, n)), primary=True, **extra))
+        mean = sum(c / n_ for c, n_ in per.values()) / len(per)
+        rows.append(metric(label, source, task, "subject_mean", "acc", mean, n=n,
+                           ci95=list(mcq.subject_mean_interval(list(per.values()), seed=args.seed)),
+                           interval="bootstrap", primary=False, **extra))
     return rows
 
 
@@ -462,6 +540,8 @@ def format_value(row: dict) -> str:
 
 def markdown_table(rows: list) -> str:
     """Rows = (task, subset, metric), columns = models in the order first seen; '*' marks the primary metric."""
+    hidden = {(r["task"], r["subset"]) for r in rows if r.get("per_subject")}
+    rows = [r for r in rows if not r.get("per_subject")]  # C-Eval has 52 subjects: their rows stay in the JSON lines
     models = list(dict.fromkeys(r["model"] for r in rows))
     keys = list(dict.fromkeys((r["task"], r["subset"], r["metric"]) for r in rows))
     cell = {(r["task"], r["subset"], r["metric"], r["model"]): r for r in rows}
@@ -478,6 +558,9 @@ def markdown_table(rows: list) -> str:
     lines.append("")
     lines.append("bits_per_char: lower is better. MC: accuracy [95% Wilson interval]; * = primary metric "
                  "(acc_norm = log-prob per character of the choice).")
+    if hidden:
+        lines.append(f"C-Eval/CMMLU: all = every question pooled [Wilson], subject_mean = mean over subjects "
+                     f"[bootstrap]; the {len(hidden)} per-subject rows are in the JSON lines.")
     return "\n".join(lines) + "\n"
 
 
@@ -490,11 +573,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--compare", nargs="+", default=None, metavar="MODEL",
         help="比较多个模型 / evaluate several models side by side: 'untrained' (random init with --weight's sizes), "
              "stage names in --save_dir, .pth paths or transformers folders, each optionally +LORA_NAME")
-    add("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="要跑的任务 / tasks to run")
+    add("--tasks", nargs="+", default=None, choices=TASKS,
+        help="要跑的任务，默认 heldout mc gen；给了 --data_dir 时默认只跑 exam / tasks to run (default: heldout mc gen; "
+             "exam alone when --data_dir is given)")
+    add("--data_dir", default=None,
+        help="本地 C-Eval（val/ dev/）或 CMMLU（test/ dev/）目录，自动识别 / a C-Eval or CMMLU folder on disk")
+    add("--shots", type=int, nargs="+", default=[0, 5],
+        help="exam 的示例题数，取自同科目 dev / solved dev-split examples per prompt, one run per value")
     add("--heldout_path", default=HELDOUT, help="留出集 JSONL（或 {domain}.jsonl 目录）/ held-out texts")
     add("--mc_sets", nargs="+", default=MC_SETS, metavar="NAME=PATH", help="选择题集 / multiple-choice JSONL sets")
     add("--rl_path", default=RL_SET, help="带参考答案的 RL 提示集 / prompts with reference answers (rlaif format)")
-    add("--limit", type=int, default=0, help="每个任务最多评测条数，0 = 全部 / items per held-out/MC task (0 = all)")
+    add("--limit", type=int, default=0,
+        help="每个任务（exam：每个科目）最多评测条数，0 = 全部 / items per held-out/MC task, per subject for exam (0 = all)")
     add("--gen_limit", type=int, default=100, help="生成检查的条数 / rule-checked generation items (0 = all)")
     add("--max_chars", type=int, default=0, help="每条留出文本的最多字符，0 = 全文 / cut texts to N characters")
     add("--window", type=int, default=512, help="留出集每段 token 数 / tokens per scoring window (bos included)")
@@ -516,6 +606,15 @@ def check_args(args) -> None:
         if getattr(args, flag) < 0:
             raise UserError(f"--{flag} {getattr(args, flag)}: must be 0 or more")
     parse_mc_sets(args.mc_sets)
+    if args.tasks is None:
+        args.tasks = ["exam"] if args.data_dir else list(DEFAULT_TASKS)
+    if "exam" in args.tasks:
+        if not args.data_dir:
+            raise UserError("--tasks exam needs --data_dir (a C-Eval or CMMLU folder)")
+        if any(k < 0 for k in args.shots):
+            raise UserError(f"--shots {' '.join(map(str, args.shots))}: must be 0 or more")
+        # read (and check) the CSVs once, before any model loads: a bad row should not cost a model load
+        args.exam_set = mcq.read_exam_dir(repo_path(args.data_dir), max(args.shots))
 
 
 def run(args) -> list:

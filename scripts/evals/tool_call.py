@@ -35,6 +35,7 @@ from model.chat_protocol import parse_tool_call, read_questions
 from model.checkpoint import add_model_args, atomic_write_text, load_model
 from model.engine import Engine, SamplingParams
 from model.runtime import UserError, repo_path
+from scripts.evals import bfcl
 from scripts.toolcall.tool_mocks import MOCK_TOOLS, RecordedTools, canonical, run_tool
 
 BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
@@ -488,7 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     add = p.add_argument_group("cases / 用例").add_argument
     add("--data_path", default="dataset/sft_tool_call_heldout.jsonl",
         help="留出集（data_prepare_toolcall.py 生成）/ held-out SFT rows; 'none' = the suite only")
-    add("--max_cases", type=int, default=0, help="留出用例上限，0 = 全部 / most held-out cases (0 = all)")
+    add("--max_cases", type=int, default=0,
+        help="留出用例上限（BFCL：每类上限），0 = 全部 / most held-out cases (BFCL: per category; 0 = all)")
+    add("--bfcl_dir", default=None,
+        help="BFCL v3 格式目录（BFCL_v3_<类别>.json + possible_answer/），按 BFCL 的 AST 规则打分，代替留出集与手写用例 / "
+             "score a Berkeley Function Calling Leaderboard folder instead of the held-out set and the suite")
     add("--suite", type=int, default=1, choices=[0, 1], help="1 = 加上手写用例 / also run the hand-written suite")
     add("--max_rounds", type=int, default=3, help="每个用例最多几轮模型回复 / model replies per case")
     add("--tools", default=None, help="interactive：工具 JSON 文件 / tool schemas for interactive mode "
@@ -499,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--top_p", type=float, default=1.0, help="nucleus 采样阈值 / nucleus sampling mass")
     add("--batch_size", type=int, default=32, help="本地权重一次解码的用例数 / cases decoded together")
     add("--out", default=None,
-        help="JSONL 结果 / per-case JSON lines + summary; default {save_dir}/tool_eval_<weight>.jsonl")
+        help="JSONL 结果 / per-case JSON lines + summary; default {save_dir}/tool_eval_<weight>.jsonl "
+             "(--bfcl_dir: {save_dir}/bfcl_eval_<weight>.jsonl)")
     return p
 
 
@@ -544,6 +550,8 @@ def run(args) -> int:
                     recorded.names |= case.recorded.names
         interactive(make_backend(args), tools, recorded, args.max_rounds)
         return 0
+    if args.bfcl_dir:
+        return run_bfcl(args)
     cases = load_cases(args)
     backend = make_backend(args)
     t0 = time.perf_counter()
@@ -560,3 +568,22 @@ def run(args) -> int:
     print(table(summary))
     return 0
 
+
+
+def run_bfcl(args) -> int:
+    """--bfcl_dir: one batched reply per BFCL case, scored by scripts/evals/bfcl.py; JSON lines + a Markdown table."""
+    cases = bfcl.read_bfcl_dir(repo_path(args.bfcl_dir), args.max_cases)  # bad files fail before the model loads
+    backend = make_backend(args)
+    t0 = time.perf_counter()
+    records, summary = bfcl.evaluate(backend, cases)
+    seconds = time.perf_counter() - t0
+    target = args.base_url or args.weight
+    name = f"bfcl_eval_{'api' if args.base_url else args.weight}.jsonl"
+    out = repo_path(args.out) if args.out else repo_path(args.save_dir) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tail = {"summary": summary, "target": target, "backend": backend.name, "seconds": round(seconds, 2),
+            "bfcl_dir": str(args.bfcl_dir), "temperature": args.temperature}
+    atomic_write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records + [tail]), out)
+    print(f"BFCL eval of {target} ({backend.name}, {len(cases)} cases, {seconds:.1f} s) -> {out}")
+    print(bfcl.table(summary))
+    return 0
