@@ -24,10 +24,11 @@ import sys
 
 from model.runtime import user_errors
 from scripts.toolcall import data, synth
+from scripts.toolcall.data import build_parser
 
 
 def main(argv=None) -> int:
-    args = data.build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     with user_errors():
         summary = (synth.prepare if args.source == "local" else data.prepare)(args)
     print(json.dumps(summary, ensure_ascii=False))

@@ -50,7 +50,7 @@ MATH.add("integer_sqrt", lambda n: math.isqrt(n), "整数平方根：不超过 �
          ["What is the integer square root of {n}?"], "不超过 √{n} 的最大整数是 {r}。",
          "The integer square root of {n} is {r}.")
 MATH.add("power", lambda base, exponent: math.pow(base, exponent), "计算 base 的 exponent 次幂",
-         "base raised to the power exponent",
+         "Raise base to the power exponent",
          {"base": F(-20, 20, "底数", "the base"), "exponent": I(0, 8, "指数", "the exponent")},
          ["{base} 的 {exponent} 次方是多少？", "算 {base}^{exponent}"],
          ["What is {base} to the power of {exponent}?", "Compute {base}^{exponent}."],

@@ -93,7 +93,8 @@ URLS.add("url_domain_parts", lambda url: (lambda h: {"host": h, "top_level": h.r
 FILES = Family("files")
 FILES.add("http_status", lambda code: (lambda s: {"phrase": s.phrase, "description": s.description})(http.HTTPStatus(code)),
           "HTTP 状态码的含义", "Meaning of an HTTP status code",
-          {"code": S(lambda r: r.choice([int(s) for s in http.HTTPStatus if s.description]), "状态码", "status code")},
+          {"code": Param("integer", "状态码", "status code", lambda r: r.choice([int(s) for s in http.HTTPStatus
+                                                                            if s.description]))},
           ["HTTP 状态码 {code} 是什么意思？"], ["What does HTTP status {code} mean?"], "{code} 表示 {r[phrase]}：{r[description]}",
           "{code} means {r[phrase]}: {r[description]}")
 FILES.add("mime_type", lambda filename: mimetypes.guess_type(filename)[0] or "unknown", "根据文件名猜 MIME 类型",
