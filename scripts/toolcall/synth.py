@@ -9,8 +9,9 @@ result. Five kinds of rows (KIND_MIX gives their shares):
     multiple     3-5 tools offered from different families, exactly one fits: its call (as many as --max_length
                  leaves room for: a schema costs 90-270 tokens with the project tokenizer, so at 512 mostly 3,
                  and 2 where no third fits)
-    parallel     two or three requests in one message: all calls in one assistant turn (the same tool with other
-                 arguments, or different tools), then every result and one answer that uses them all
+    parallel     two or three requests in one message, all calls in one assistant turn: the same tool with other
+                 arguments (then every result and one answer that uses them all), or two different tools (the
+                 calls only: two schemas with results and answers rarely fit in 512 tokens)
     irrelevance  tools offered, none fits: a real answer of the bundled SFT/identity sets, or (for a request
                  that needs a tool not offered) a plain reply saying that no offered tool does it; no call
     multi_round  call -> real result -> answer, and in 40% a second request in the same dialogue
@@ -43,6 +44,7 @@ SYSTEMS = {"zh": "你可以调用工具：有合适的工具就调用，并根�
            # the chat template's own default, which a client that sends tools but no system message gets
            "default": "You are a helpful assistant"}
 JOIN = {"zh": "另外，", "en": " Also, "}
+TRIES = 8  # draws per row before it is left out ("gave_up"): at 512 tokens ~1/3 of draws are too long
 BFCL_TYPES = {"object": "dict", "number": "float"}
 
 
@@ -87,19 +89,20 @@ def spec_multiple(rng, pool, requests):
 
 
 def spec_parallel(rng, pool, _requests):
-    lang, n = _lang(rng), 2 if rng.random() < 0.75 else 3
-    if rng.random() < 0.5:
-        tools = [rng.choice(pool)] * n  # the same tool, other arguments
-    else:
-        tools = [pool[i] for i in rng.sample(range(len(pool)), n)]
+    lang, same = _lang(rng), rng.random() < 0.5
+    if same:  # the same tool with other arguments: calls, every result, one answer that uses them all
+        tools = [rng.choice(pool)] * (2 if rng.random() < 0.75 else 3)
+    else:  # two different tools: the calls only (two schemas plus results and answers rarely fit in 512 tokens)
+        tools = [pool[i] for i in rng.sample(range(len(pool)), 2)]
     draws = [t.sample(rng, lang) for t in tools]
-    if len({json.dumps([t.name, d[1]], sort_keys=True) for t, d in zip(tools, draws)}) < n:
+    if len({json.dumps([t.name, d[1]], sort_keys=True) for t, d in zip(tools, draws)}) < len(tools):
         raise Malformed("duplicate", "two parallel calls came out identical")
     question = JOIN[lang].join(_ends(d[0]) for d in draws)
     calls = [{"name": t.name, "arguments": d[1]} for t, d in zip(tools, draws)]
-    turns = [{"role": "user", "content": question}] + _call_turns(calls, [d[2] for d in draws],
-                                                                  "\n".join(f"{i}. {d[3]}" for i, d in enumerate(draws, 1)))
-    return Spec(lang, turns, list({t.name: t for t in tools}.values()), (0, 1))
+    answer = "\n".join(f"{i}. {d[3]}" for i, d in enumerate(draws, 1))
+    turns = [{"role": "user", "content": question}] + (_call_turns(calls, [d[2] for d in draws], answer) if same
+                                                       else _call_turns(calls, [], None))
+    return Spec(lang, turns, list({t.name: t for t in tools}.values()), (0, 1) if same else (0, 0))
 
 
 def refusal(lang: str, offered: list, wanted) -> str:
@@ -170,7 +173,7 @@ class Assembler:
             if want == 0:
                 break
             t = rng.choice(fams[fam])
-            schema = t.schema(sl, brief or rng.random() < 0.5)
+            schema = t.schema(sl, brief or rng.random() < 0.8)  # extra tools mostly brief: more of them fit
             if self.cost(schema) <= budget:
                 offered.append(t)
                 schemas[t.name] = schema
@@ -210,7 +213,7 @@ def _calls_of(row) -> list:
 
 
 def generate(n: int, pool: list, requests: list, rng: random.Random, assembler: Assembler, stats: dict):
-    """n rows in the KIND_MIX shares (a draw that does not fit is replaced, up to 5 tries), each with its kind."""
+    """n rows in the KIND_MIX shares (a draw that does not fit is replaced, up to TRIES), each with its kind."""
     kinds = list(KIND_MIX)
     quota = {k: round(n * KIND_MIX[k]) for k in kinds}
     quota[kinds[0]] += n - sum(quota.values())
@@ -218,7 +221,7 @@ def generate(n: int, pool: list, requests: list, rng: random.Random, assembler: 
     rng.shuffle(order)
     rows, seen = [], set()
     for kind in order:
-        for _attempt in range(5):
+        for _attempt in range(TRIES):
             try:
                 spec = SPECS[kind](rng, pool, requests)
                 row, offered, tokens = assembler.row(rng, spec, pool)
@@ -374,5 +377,5 @@ def prepare(args) -> dict:
         "output": str(out), "heldout_output": str(held_path), "bfcl_dir": str(bfcl_dir)}
     if stats["dropped"]:
         print(f"draws replaced while generating: {dict(stats['dropped'])} (a draw that is too long or repeats an "
-              f"earlier row is drawn again, up to 5 tries; gave_up = rows left out after 5)", file=sys.stderr)
+              f"earlier row is drawn again, up to {TRIES} tries; gave_up = rows left out after {TRIES})", file=sys.stderr)
     return summary
