@@ -1,10 +1,12 @@
 """The real tool library (scripts/toolcall/library) and the `local` source built on it (scripts/toolcall/synth.py):
 schemas in JSON Schema shape, generated arguments valid and carried by the request, results recomputed by the real
 function, known values, the held-out tool families absent from the training file, every kind present, rows
-within --max_length, the BFCL v3 copy of the held-out set, determinism, and clear errors for bad flags."""
+within --max_length, the BFCL v3 copy of the held-out set, determinism, clear errors for bad flags, and model
+calls of library tools run live only within their bounds."""
 import json
 import random
 import re
+import time
 
 import jsonschema
 import pytest
@@ -17,6 +19,7 @@ from scripts.evals import tool_call as ev
 from scripts.toolcall import library, synth
 from scripts.toolcall.data import count_tokens
 from scripts.toolcall.library.base import placeholders, show
+from scripts.toolcall.tool_mocks import run_tool
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +269,32 @@ def test_bad_flags_are_clear_errors(tmp_path, flags, message):
 def test_unknown_source_is_refused_by_the_parser(tmp_path):
     proc, _, _ = build(tmp_path, "--source", "nope")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------- live model calls
+
+def test_model_calls_run_live_within_the_bounds():
+    """run_tool (the eval's multi-round loop) computes library tools on the model's arguments, and refuses quickly
+    what would be slow, huge or not what the schema says."""
+    assert run_tool("gcd", {"a": 12, "b": 18}) == 6
+    assert run_tool("lookup_idiom", {"word": "西窗剪烛"})["pinyin"] == "xī chuāng jiǎn zhú"
+    recorded = ev.RecordedTools()
+    recorded.add("gcd", {"a": 4, "b": 6}, 99)  # a replayed result still wins over the live one
+    assert run_tool("gcd", {"a": 4, "b": 6}, recorded) == 99 and run_tool("gcd", {"a": 4, "b": 8}, recorded) == 4
+    refused = {
+        ("gcd", '{"a": "12", "b": 18}'): "not of type 'integer'",
+        ("gcd", '{"a": 1}'): "required property",
+        ("gcd", '{"a": 1, "b": 2, "c": 3}'): "Additional properties",
+        ("factorial", '{"n": 1000000}'): "beyond what this tool computes live",
+        ("factorial", '{"n": 900}'): "longer than 2000 characters",
+        ("list_permutations", '{"items": ["a", "b", "c", "d", "e", "f", "g", "h"]}'): "beyond",
+        ("regex_test", '{"pattern": "(a+)+$", "text": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab"}'): "exponential time",
+        ("reverse_text", json.dumps({"text": "x" * 5000})): "too large",
+        ("timestamp_to_datetime", '{"timestamp": 999999999999}'): "out of range",
+        ("convert_timezone", '{"datetime": "2024-01-01 10:00", "from_tz": "Mars/Base", "to_tz": "UTC"}'): "Mars/Base",
+    }
+    for (name, args), words in refused.items():
+        t0 = time.perf_counter()
+        result = run_tool(name, json.loads(args))
+        assert set(result) == {"error"} and words in result["error"], (name, result)
+        assert time.perf_counter() - t0 < 1.0, name

@@ -6,7 +6,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
 from scripts.toolcall.library.base import E, F, Family, I, L, S, opt
-from scripts.toolcall.tool_mocks import calculate
+from scripts.toolcall.calc import calculate
 
 num = lambda r: round(r.uniform(-50, 150), 1)  # noqa: E731
 NUMS = L(num, 3, 8, "一组数字", "a list of numbers")
