@@ -6,9 +6,9 @@ text carries them, the tool turn holds what the function returned and the final 
 result. Five kinds of rows (KIND_MIX gives their shares):
 
     single       one tool offered, the user asks for it: the assistant's call (the row ends there)
-    multiple     3-5 tools offered from different families, exactly one fits: its call (as many as --max_length
-                 leaves room for: a schema costs 90-270 tokens with the project tokenizer, so at 512 mostly 3,
-                 and 2 where no third fits)
+    multiple     tools of different families offered, exactly one fits: its call. 3-5 are aimed for, as many
+                 as --max_length leaves room for, at least 2 (a schema costs 90-270 tokens with the project
+                 tokenizer and the template's tool preamble ~100: at 512, 5 of 6 rows offer 2, the rest 3)
     parallel     two or three requests in one message, all calls in one assistant turn: the same tool with other
                  arguments (then every result and one answer that uses them all), or two different tools (the
                  calls only: two schemas with results and answers rarely fit in 512 tokens)
@@ -17,9 +17,9 @@ result. Five kinds of rows (KIND_MIX gives their shares):
     multi_round  call -> real result -> answer, and in 40% a second request in the same dialogue
 
 Tool schemas are in Chinese or English (30% not the request's language) and 30% leave out the parameters'
-descriptions, as users' tools do both. The held-out tools (library.HELDOUT, whole families) appear only in the held-out file; the
-training file is built from library.TRAIN alone. The held-out set is written twice: as SFT rows (the layout
-scripts/eval_tool_call.py --data_path reads, one "kind" key added per row) and in the BFCL v3 layout
+descriptions, as users' tools do both. The held-out tools (library.HELDOUT, whole families) appear only in the
+held-out file; the training file is built from library.TRAIN alone. The held-out set is written twice: as SFT
+rows (the layout scripts/eval_tool_call.py --data_path reads, one "kind" key added per row) and in the BFCL v3 layout
 (write_bfcl: BFCL_v3_<category>.json + possible_answer/), categories simple, multiple, parallel,
 parallel_multiple and irrelevance (multi_round rows have no BFCL category and are left out of that folder).
 """
@@ -151,7 +151,8 @@ class Assembler:
     def cost(self, schema: dict) -> int:
         key = json.dumps(schema, ensure_ascii=False)
         if key not in self.costs:
-            self.costs[key] = len(self.tokenizer(json.dumps(schema["function"], ensure_ascii=False) + "\n")["input_ids"])
+            self.costs[key] = len(self.tokenizer(json.dumps(schema["function"],
+                                                            ensure_ascii=False) + "\n")["input_ids"])
         return self.costs[key]
 
     def row(self, rng, spec: Spec, pool: list) -> tuple:
@@ -377,5 +378,6 @@ def prepare(args) -> dict:
         "output": str(out), "heldout_output": str(held_path), "bfcl_dir": str(bfcl_dir)}
     if stats["dropped"]:
         print(f"draws replaced while generating: {dict(stats['dropped'])} (a draw that is too long or repeats an "
-              f"earlier row is drawn again, up to {TRIES} tries; gave_up = rows left out after {TRIES})", file=sys.stderr)
+              f"earlier row is drawn again, up to {TRIES} tries; gave_up = rows left out after {TRIES})",
+              file=sys.stderr)
     return summary

@@ -85,7 +85,8 @@ def poem_line_count(title):
 DICT = Family("dictionary")
 DICT.add("lookup_idiom", lookup_idiom, "查询成语词典，返回拼音和释义；查不到时返回空对象",
          "Look up a Chinese idiom: pinyin and meaning ({} when not found)", {"word": IDIOM},
-         ["成语“{word}”是什么意思？", "帮我查一下{word}这个成语"], ["What does the Chinese idiom {word} mean?", "Look up the idiom {word}."],
+         ["成语“{word}”是什么意思？", "帮我查一下{word}这个成语"], ["What does the Chinese idiom {word} mean?",
+                                                   "Look up the idiom {word}."],
          "「{r[word]}」（{r[pinyin]}）：{r[explanation]}", "{r[word]} ({r[pinyin]}): {r[explanation]}")
 DICT.add("lookup_char", lookup_char, "查询汉字字典，返回拼音、部首、笔画数和释义；查不到时返回空对象",
          "Look up a Chinese character: pinyin, radical, strokes, meaning ({} when not found)", {"char": CHAR},
@@ -96,7 +97,8 @@ DICT.add("idioms_with_char", idioms_with_char, "在成语词典中找包含某�
          "Idioms of the dictionary that contain a character (at most limit)",
          {"char": S(lambda r: r.choice(r.choice(sorted(idioms()))), "一个汉字", "one Chinese character"),
           "limit": opt(I(1, 5, "最多返回几个", "most results"), 5)},
-         ["有哪些带“{char}”字的成语？", "找 {limit} 个含“{char}”的成语"], ["Which idioms contain {char}?", "Give me {limit} idioms with {char}."],
+         ["有哪些带“{char}”字的成语？", "找 {limit} 个含“{char}”的成语"], ["Which idioms contain {char}?",
+                                                            "Give me {limit} idioms with {char}."],
          "包含“{char}”的成语有：{r}", "Idioms with {char}: {r}")
 DICT.add("idioms_starting_with", idioms_starting_with, "找以某个字开头的成语（成语接龙用）",
          "Idioms that begin with a character (for idiom chains)",
@@ -109,15 +111,17 @@ POETRY.add("search_poem", search_poem, "按诗句或标题检索古诗词，返�
            "Search classical poems by a line or title (up to 3 matches; [] when none)", {"query": LINE},
            ["“{query}”出自哪首诗？", "帮我搜一下含“{query}”的古诗"], ["Which poem has the line {query}?", "Search poems for {query}."],
            lambda args, r: "出自" + "；".join(f"{p['dynasty']}·{p['author']}《{p['title']}》" for p in r) + "。",
-           lambda args, r: "It comes from " + "; ".join(f"{p['title']} by {p['author']} ({p['dynasty']})" for p in r) + ".")
+           lambda args,
+           r: "It comes from " + "; ".join(f"{p['title']} by {p['author']} ({p['dynasty']})" for p in r) + ".")
 POETRY.add("poem_next_line", next_line, "给出诗句的下一句（在收录的诗里查找）", "The line that follows a given line of a poem",
-           {"line": S(lambda r: (lambda cs: r.choice(cs[:-1]))(clauses(r.choice([p for p in poems() if len(clauses(p)) > 1]))),
+           {"line": S(lambda r: r.choice(clauses(r.choice([p for p in poems() if len(clauses(p)) > 1]))[:-1]),
                       "一句诗", "a line of a poem")},
            ["“{line}”的下一句是什么？", "{line}，下一句？"], ["What line comes after {line}?"],
            "下一句是“{r[next]}”，出自{r[author]}的《{r[title]}》。", "The next line is {r[next]} ({r[author]}, {r[title]}).")
 POETRY.add("poems_by_author", poems_by_author, "列出收录的某位诗人的诗题（最多 limit 首）", "Titles of poems by a poet (at most limit)",
            {"author": AUTHOR, "limit": opt(I(1, 5, "最多几首", "most titles"), 5)},
-           ["{author}写过哪些诗？", "列出{author}的 {limit} 首诗"], ["Which poems did {author} write?", "List {limit} poems by {author}."],
+           ["{author}写过哪些诗？", "列出{author}的 {limit} 首诗"], ["Which poems did {author} write?",
+                                                          "List {limit} poems by {author}."],
            "{author}的诗有：{r}", "Poems by {author}: {r}")
 POETRY.add("poem_author", poem_author, "查询诗的作者和朝代", "Author and dynasty of a poem by its title", {"title": TITLE},
            ["《{title}》是谁写的？"], ["Who wrote the poem {title}?"], "《{title}》是{r[dynasty]}代{r[author]}写的。",

@@ -79,7 +79,8 @@ MATH.add("trig_value", lambda function, degrees: getattr(math, function)(math.ra
           "degrees": I(0, 360, "角度", "angle in degrees")},
          ["{function}({degrees}°) 等于多少？", "算一下 {degrees} 度的 {function} 值"],
          ["What is {function} of {degrees} degrees?"], "{function}({degrees}°) ≈ {r}。",
-         "{function}({degrees}°) is about {r}.", check=lambda x: not (x["function"] == "tan" and x["degrees"] % 180 == 90))
+         "{function}({degrees}°) is about {r}.",
+         check=lambda x: not (x["function"] == "tan" and x["degrees"] % 180 == 90))
 MATH.add("is_prime", lambda n: {"n": n, "is_prime": n > 1 and all(n % d for d in range(2, math.isqrt(n) + 1))},
          "判断一个正整数是否为质数", "Whether a positive integer is prime",
          {"n": I(2, 100000, "正整数", "a positive integer")}, ["{n} 是质数吗？", "判断 {n} 是不是素数"],
@@ -163,7 +164,8 @@ STATS.add("sum_numbers", lambda numbers: math.fsum(numbers), "精确求一组数
 STATS.add("product_numbers", lambda numbers: math.prod(numbers), "求一组整数的乘积", "Product of a list of integers",
           {"numbers": L(lambda r: r.randint(-12, 12), 2, 5, "一组整数", "a list of integers", "integer")},
           ["{numbers} 相乘等于多少？"], ["Multiply {numbers} together."], "乘积是 {r}。", "The product is {r}.")
-STATS.add("data_range", lambda numbers: {"min": min(numbers), "max": max(numbers), "range": max(numbers) - min(numbers)},
+STATS.add("data_range", lambda numbers: {"min": min(numbers), "max": max(numbers),
+                                         "range": max(numbers) - min(numbers)},
           "一组数的最小值、最大值和极差", "Minimum, maximum and range of a list of numbers", {"numbers": NUMS},
           ["{numbers} 的最大值、最小值和极差是多少？"], ["What are the min, max and range of {numbers}?"],
           "最小 {r[min]}，最大 {r[max]}，极差 {r[range]}。", "Min {r[min]}, max {r[max]}, range {r[range]}.")
@@ -284,7 +286,8 @@ FINANCE.add("split_bill", lambda total, people, tip_percent=0: round(total * (1 
             {"total": F(20, 3000, "账单总额", "bill total", 2), "people": I(2, 12, "人数", "number of people"),
              "tip_percent": opt(I(5, 20, "小费百分比", "tip in %"), 0)},
             ["{total} 元的账单 {people} 个人平分，每人多少？", "账单 {total} 元，加 {tip_percent}% 小费，{people} 人 AA 每人付多少？"],
-            ["Split a {total} bill among {people} people.", "Bill {total}, {tip_percent}% tip, {people} people: each pays?"],
+            ["Split a {total} bill among {people} people.",
+             "Bill {total}, {tip_percent}% tip, {people} people: each pays?"],
             "每人 {r} 元。", "Each person pays {r}.")
 FINANCE.add("add_tax", lambda amount, tax_percent: {"tax": round(amount * tax_percent / 100, 2),
                                                     "total": round(amount * (1 + tax_percent / 100), 2)},
@@ -346,7 +349,8 @@ GEOMETRY.add("great_circle_km", _haversine, "两个经纬度坐标之间的大�
               "lat2": F(-60, 60, "终点纬度", "end latitude", 2), "lon2": F(-180, 180, "终点经度", "end longitude", 2)},
              ["坐标 ({lat1}, {lon1}) 到 ({lat2}, {lon2}) 的球面距离有多少公里？"],
              ["How far is ({lat1}, {lon1}) from ({lat2}, {lon2}) in km?"], "大约 {r} 公里。", "About {r} km.")
-GEOMETRY.add("regular_polygon_area", lambda sides, side_length: sides * side_length ** 2 / (4 * math.tan(math.pi / sides)),
+GEOMETRY.add("regular_polygon_area", lambda sides,
+             side_length: sides * side_length ** 2 / (4 * math.tan(math.pi / sides)),
              "正多边形的面积", "Area of a regular polygon from its number of sides and side length",
              {"sides": I(3, 12, "边数", "number of sides"), "side_length": F(1, 20, "边长", "side length")},
              ["边长 {side_length} 的正 {sides} 边形面积是多少？"], ["Area of a regular {sides}-gon with side {side_length}?"],
@@ -380,7 +384,8 @@ FACTORS = {
 }
 ZH_KIND = {"length": "长度", "mass": "质量", "area": "面积", "volume": "体积", "speed": "速度", "data": "数据大小"}
 for kind, table in FACTORS.items():
-    UNITS.add(f"convert_{kind}", lambda value, from_unit, to_unit, table=table: value * table[from_unit] / table[to_unit],
+    UNITS.add(f"convert_{kind}", lambda value, from_unit, to_unit,
+              table=table: value * table[from_unit] / table[to_unit],
               f"{ZH_KIND[kind]}单位换算", f"Convert a {kind} value between units",
               {"value": F(0.5, 5000, "数值", "the value"), "from_unit": E(list(table), "原单位", "source unit"),
                "to_unit": E(list(table), "目标单位", "target unit")},

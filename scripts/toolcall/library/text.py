@@ -25,7 +25,8 @@ EN_TEXT = S(pools.text_en, "英文文本", "English text")
 # ------------------------------------------------------------------------------------------------ strings
 STRINGS = Family("strings")
 STRINGS.add("reverse_text", lambda text: text[::-1], "把文本按字符倒序", "Reverse a text character by character",
-            {"text": TEXT}, ["把“{text}”倒过来写。", "倒序输出：{text}"], ["Reverse the text: {text}", "Write '{text}' backwards."],
+            {"text": TEXT}, ["把“{text}”倒过来写。", "倒序输出：{text}"], ["Reverse the text: {text}",
+                                                                "Write '{text}' backwards."],
             "倒过来是：{r}", "Reversed: {r}")
 STRINGS.add("count_characters", lambda text: {"characters": len(text), "without_spaces": len(text.replace(" ", ""))},
             "统计文本的字符数（含空格与不含空格）", "Count characters of a text, with and without spaces", {"text": TEXT},
@@ -42,7 +43,8 @@ STRINGS.add("to_lowercase", lambda text: text.lower(), "把英文字母转成小
 STRINGS.add("title_case", lambda text: string.capwords(text), "把每个英文单词首字母大写", "Capitalise every word (string.capwords)",
             {"text": EN_TEXT}, ["把每个单词首字母大写：{text}"], ["Capitalise each word of: {text}"], "结果：{r}",
             "Result: {r}")
-STRINGS.add("swap_case", lambda text: text.swapcase(), "英文字母大小写互换", "Swap upper and lower case letters", {"text": EN_TEXT},
+STRINGS.add("swap_case", lambda text: text.swapcase(), "英文字母大小写互换", "Swap upper and lower case letters",
+            {"text": EN_TEXT},
             ["把“{text}”的大小写反过来。"], ["Swap the case of: {text}"], "结果：{r}", "Result: {r}")
 STRINGS.add("count_substring", lambda text, sub: text.count(sub), "统计子串在文本中不重叠出现的次数",
             "How many times a substring occurs in a text (non-overlapping)",
@@ -75,7 +77,8 @@ STRINGS.add("slugify",
             ["把“{text}”转成 URL slug。"], ["Turn '{text}' into a URL slug."], "slug 是：{r}", "The slug is: {r}")
 STRINGS.add("snake_to_camel", lambda name: name.split("_")[0] + "".join(w.title() for w in name.split("_")[1:]),
             "把 snake_case 名字转成 camelCase", "Convert a snake_case name to camelCase",
-            {"name": S(lambda r: "_".join(r.sample(pools.EN_WORDS, r.randint(2, 3))), "snake_case 名字", "snake_case name")},
+            {"name": S(lambda r: "_".join(r.sample(pools.EN_WORDS, r.randint(2, 3))), "snake_case 名字",
+                       "snake_case name")},
             ["把变量名 {name} 改成驼峰命名。"], ["Convert {name} to camelCase."], "驼峰形式：{r}", "camelCase: {r}")
 STRINGS.add("camel_to_snake", lambda name: re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(),
             "把 CamelCase / camelCase 名字转成 snake_case", "Convert a CamelCase or camelCase name to snake_case",
@@ -99,10 +102,12 @@ STRINGS.add("rot13", lambda text: codecs.encode(text, "rot13"), "ROT13 编码（
 # ------------------------------------------------------------------------------------------------ unicode
 UNICODE = Family("unicode")
 CHARS = S(lambda r: r.choice("αβπΩ€£¥©®™½¾→←✓★☆♪☀☃♥中文字汉马鱼龙AZaz09@#&%ⅣⅫ①⑤㈠Ａｚ０"), "一个字符", "one character")
-UNICODE.add("unicode_name", lambda char: unicodedata.name(char), "查询字符的 Unicode 名称", "Official Unicode name of a character",
+UNICODE.add("unicode_name", lambda char: unicodedata.name(char), "查询字符的 Unicode 名称",
+            "Official Unicode name of a character",
             {"char": CHARS}, ["字符“{char}”的 Unicode 名称是什么？"], ["What is the Unicode name of '{char}'?"],
             "“{char}”的 Unicode 名称是 {r}。", "The Unicode name of '{char}' is {r}.")
-UNICODE.add("char_from_unicode_name", lambda name: unicodedata.lookup(name), "根据 Unicode 名称查字符", "Character with a given Unicode name",
+UNICODE.add("char_from_unicode_name", lambda name: unicodedata.lookup(name), "根据 Unicode 名称查字符",
+            "Character with a given Unicode name",
             {"name": S(lambda r: unicodedata.name(r.choice("αβπΩ€£¥©®™½→←✓★♪☀☃♥ⅣⅫ①⑤")), "Unicode 名称", "Unicode name")},
             ["Unicode 名称为 {name} 的字符是哪个？"], ["Which character is named {name}?"], "是“{r}”。", "It is '{r}'.")
 UNICODE.add("code_point", lambda char: {"decimal": ord(char), "hex": f"U+{ord(char):04X}"}, "字符的 Unicode 码位",
@@ -159,7 +164,8 @@ COMPARE.add("longest_common_substring",
             ["“{a}”和“{b}”的最长公共子串是什么？"], ["Longest common substring of '{a}' and '{b}'?"],
             "最长公共子串是“{r}”。", "The longest common substring is '{r}'.")
 COMPARE.add("wrap_text", lambda text, width: textwrap.wrap(text, width), "按指定宽度把文本折成多行",
-            "Wrap a text into lines of at most width characters", {"text": EN_TEXT, "width": I(8, 20, "每行宽度", "line width")},
+            "Wrap a text into lines of at most width characters", {"text": EN_TEXT, "width": I(8, 20, "每行宽度",
+                                                                                               "line width")},
             ["把“{text}”按每行 {width} 个字符折行。"], ["Wrap '{text}' at {width} characters."], "折行结果：{r}",
             "Wrapped lines: {r}")
 COMPARE.add("shorten_text", lambda text, width: textwrap.shorten(text, width, placeholder="..."),
@@ -169,13 +175,15 @@ COMPARE.add("shorten_text", lambda text, width: textwrap.shorten(text, width, pl
 COMPARE.add("common_prefix", lambda words: os.path.commonprefix(words), "一组字符串的最长公共前缀",
             "Longest common prefix of a list of strings",
             {"words": Param("array", "字符串列表", "list of strings", lambda r: (lambda p: [
-                p + w for w in r.sample(pools.EN_WORDS, r.randint(2, 4))])(r.choice(["inter", "pre", "trans", "un", "re"])),
+                p + w for w in r.sample(pools.EN_WORDS, r.randint(2, 4))])(r.choice(["inter", "pre", "trans", "un",
+                                                                                     "re"])),
                             items="string")},
             ["{words} 的公共前缀是什么？"], ["What prefix do {words} share?"], "公共前缀是“{r}”。", "The common prefix is '{r}'.")
 
 # ------------------------------------------------------------------------------------------------ regex
 REGEX = Family("regex")
-REGEX.add("extract_numbers", lambda text: [float(x) if "." in x else int(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text)],
+REGEX.add("extract_numbers", lambda text: [float(x) if "." in x else int(x) for x in re.findall(r"-?\d+(?:\.\d+)?",
+                                                                                                text)],
           "提取文本中的所有数字", "All numbers written in a text",
           {"text": S(lambda r: r.choice(["订单{a}号，共{b}件，总价{c}元", "Room {a}, floor {b}, {c} dollars",
                                          "{a} apples and {b} pears cost {c}", "第{a}届，{b}人参加，用时{c}秒"]).format(
@@ -195,24 +203,30 @@ REGEX.add("regex_findall", lambda pattern, text: re.findall(pattern, text), "用
           "Matches: {r}")
 REGEX.add("regex_test", lambda pattern, text: re.fullmatch(pattern, text) is not None, "判断整个字符串是否匹配正则表达式",
           "Whether a whole string matches a regular expression",
-          {"pattern": S([r"\d{11}", r"[a-z]+", r"\d{4}-\d{2}-\d{2}", r"[A-Za-z_]\w*", r"\w+@\w+\.com"], "正则表达式", "pattern"),
-           "text": S(lambda r: r.choice([str(r.randint(10 ** 10, 10 ** 11 - 1)), r.choice(pools.EN_WORDS), pools.date(r),
-                                         f"{r.choice(pools.EN_WORDS)}@mail.com", f"x{r.randint(1, 9)}y"]), "字符串", "string")},
+          {"pattern": S([r"\d{11}", r"[a-z]+", r"\d{4}-\d{2}-\d{2}", r"[A-Za-z_]\w*", r"\w+@\w+\.com"], "正则表达式",
+                        "pattern"),
+           "text": S(lambda r: r.choice([str(r.randint(10 ** 10, 10 ** 11 - 1)), r.choice(pools.EN_WORDS),
+                                         pools.date(r),
+                                         f"{r.choice(pools.EN_WORDS)}@mail.com", f"x{r.randint(1, 9)}y"]), "字符串",
+                     "string")},
           ["“{text}”完全匹配正则 {pattern} 吗？"], ["Does '{text}' fully match {pattern}?"], "匹配吗？{r}。", "Does it match? {r}.")
 REGEX.add("split_text", lambda text, separator: [s for s in re.split(separator, text) if s],
           "按分隔符（正则）拆分文本", "Split a text on a separator pattern",
-          {"text": S(lambda r: r.choice([",", ";", " | ", "、"]).join(r.sample(pools.EN_WORDS, r.randint(3, 5))), "文本", "text"),
+          {"text": S(lambda r: r.choice([",", ";", " | ", "、"]).join(r.sample(pools.EN_WORDS, r.randint(3, 5))), "文本",
+                     "text"),
            "separator": S([r"\s*[,;|、]\s*"], "分隔符正则", "separator pattern")},
           ["用 {separator} 把“{text}”拆开。"], ["Split '{text}' on {separator}."], "拆分结果：{r}", "Parts: {r}")
 
 # ------------------------------------------------------------------------------------------------ encodings and hashes
 ENCODE = Family("encoding")
 ENCODE.add("base64_encode", lambda text: base64.b64encode(text.encode()).decode(), "把文本（UTF-8）做 Base64 编码",
-           "Base64-encode a text (UTF-8)", {"text": S(lambda r: r.choice(pools.EN_WORDS + pools.ZH_WORDS), "文本", "text")},
+           "Base64-encode a text (UTF-8)", {"text": S(lambda r: r.choice(pools.EN_WORDS + pools.ZH_WORDS), "文本",
+                                                      "text")},
            ["把“{text}”进行 base64 编码。"], ["Base64-encode '{text}'."], "Base64 编码是 {r}。", "In Base64: {r}")
 ENCODE.add("base64_decode", lambda data: base64.b64decode(data).decode(), "把 Base64 字符串解码成文本",
            "Decode a Base64 string into text",
-           {"data": S(lambda r: base64.b64encode(r.choice(pools.EN_WORDS + pools.ZH_WORDS).encode()).decode(), "Base64 字符串",
+           {"data": S(lambda r: base64.b64encode(r.choice(pools.EN_WORDS + pools.ZH_WORDS).encode()).decode(),
+                      "Base64 字符串",
                       "Base64 string")},
            ["解码这个 base64：{data}"], ["Decode this Base64: {data}"], "解码结果是“{r}”。", "It decodes to '{r}'.")
 for algo in ("md5", "sha1", "sha256"):
@@ -225,33 +239,42 @@ ENCODE.add("crc32_checksum", lambda text: zlib.crc32(text.encode()), "计算文�
            {"text": S(pools.word, "文本", "text")}, ["“{text}”的 CRC32 是多少？"], ["CRC32 of '{text}'?"], "CRC32 是 {r}。",
            "The CRC32 is {r}.")
 ENCODE.add("url_encode", lambda text: urllib.parse.quote(text), "URL 百分号编码",
-           "Percent-encode a text for a URL", {"text": S(lambda r: r.choice(pools.ZH_WORDS + ["a b&c", "100% sure"]), "文本", "text")},
+           "Percent-encode a text for a URL", {"text": S(lambda r: r.choice(pools.ZH_WORDS + ["a b&c", "100% sure"]),
+                                                         "文本", "text")},
            ["把“{text}”做 URL 编码。"], ["URL-encode '{text}'."], "编码后：{r}", "Encoded: {r}")
-ENCODE.add("html_escape", lambda text: html.escape(text), "把 < > & 和引号转义成 HTML 实体", "Escape < > & and quotes as HTML entities",
-           {"text": S(lambda r: f"<{r.choice(['b', 'i', 'p'])}>{r.choice(pools.EN_WORDS)} & \"{r.choice(pools.EN_WORDS)}\"</b>",
+ENCODE.add("html_escape", lambda text: html.escape(text), "把 < > & 和引号转义成 HTML 实体",
+           "Escape < > & and quotes as HTML entities",
+           {"text": S(lambda r: f"<{r.choice('bip')}>{r.choice(pools.EN_WORDS)} & \"{r.choice(pools.EN_WORDS)}\"</b>",
                       "文本", "text")},
            ["把 {text} 做 HTML 转义。"], ["HTML-escape: {text}"], "转义后：{r}", "Escaped: {r}")
-ENCODE.add("html_unescape", lambda text: html.unescape(text), "把 HTML 实体还原成字符", "Turn HTML entities back into characters",
-           {"text": S(lambda r: r.choice(["&lt;div&gt;", "Tom &amp; Jerry", "&copy; 2024", "5 &gt; 3", "&#20013;&#25991;",
+ENCODE.add("html_unescape", lambda text: html.unescape(text), "把 HTML 实体还原成字符",
+           "Turn HTML entities back into characters",
+           {"text": S(lambda r: r.choice(["&lt;div&gt;", "Tom &amp; Jerry", "&copy; 2024", "5 &gt; 3",
+                                          "&#20013;&#25991;",
                                           "caf&eacute;", "&yen;100"]), "含实体的文本", "text with entities")},
            ["把“{text}”里的 HTML 实体还原。"], ["Unescape the HTML in '{text}'."], "还原后：{r}", "Unescaped: {r}")
 ENCODE.add("punycode_domain", lambda domain: domain.encode("idna").decode(), "把中文等国际化域名转换成 Punycode（IDNA）",
            "Punycode (IDNA) form of an internationalised domain name",
-           {"domain": S(lambda r: r.choice(["中文", "例子", "北京", "测试", "münchen", "bücher", "日本語"]) + r.choice([".com", ".cn", ".net"]),
+           {"domain": S(lambda r: r.choice(["中文", "例子", "北京", "测试", "münchen", "bücher", "日本語"]) + r.choice([".com",
+                                                                                                             ".cn",
+                                                                                                             ".net"]),
                         "域名", "domain")},
            ["域名 {domain} 的 punycode 是什么？"], ["What is the punycode of {domain}?"], "Punycode 形式：{r}", "Punycode: {r}")
 ENCODE.add("utf8_bytes", lambda text: {"hex": text.encode().hex(" "), "length": len(text.encode())}, "文本的 UTF-8 字节",
            "UTF-8 bytes of a text in hex, and their number",
-           {"text": S(lambda r: r.choice(pools.ZH_WORDS[:6] + ["€5", "naïve", "é"]) if r.random() < 0.5 else r.choice("中文字€é"),
+           {"text": S(lambda r: r.choice(pools.ZH_WORDS[:6] + ["€5", "naïve",
+                                                               "é"]) if r.random() < 0.5 else r.choice("中文字€é"),
                       "文本", "text")},
            ["“{text}”的 UTF-8 编码是什么？"], ["Show the UTF-8 bytes of '{text}'."], "共 {r[length]} 字节：{r[hex]}",
            "{r[length]} bytes: {r[hex]}")
-ENCODE.add("uuid5", lambda name, namespace="dns": str(uuid.uuid5(getattr(uuid, f"NAMESPACE_{namespace.upper()}"), name)),
+ENCODE.add("uuid5", lambda name, namespace="dns": str(uuid.uuid5(getattr(uuid, f"NAMESPACE_{namespace.upper()}"),
+                                                                 name)),
            "根据命名空间和名称生成确定的 UUID 第 5 版", "Deterministic version-5 UUID of a name in a namespace",
            {"name": S(lambda r: r.choice(pools.HOSTS), "名称", "name"),
             "namespace": opt(E(["dns", "url"], "命名空间", "namespace"), "dns")},
            ["给 {name} 生成 UUID5（命名空间 {namespace}）。", "{name} 的 uuid5 是什么？"],
-           ["Make a UUID5 for {name} in the {namespace} namespace.", "uuid5 of {name}?"], "UUID 是 {r}。", "The UUID is {r}.")
+           ["Make a UUID5 for {name} in the {namespace} namespace.", "uuid5 of {name}?"], "UUID 是 {r}。",
+           "The UUID is {r}.")
 
 # ------------------------------------------------------------------------------------------------ Chinese script
 CHINESE = Family("chinese_script")
@@ -266,17 +289,21 @@ def _opencc(config: str, text: str) -> str:
     return _CC[config].convert(text)
 
 
-SIMP = S(lambda r: r.choice(pools.poem_lines()) if r.random() < 0.5 else r.choice(pools.ZH_WORDS), "简体中文文本", "Simplified text")
+SIMP = S(lambda r: r.choice(pools.poem_lines()) if r.random() < 0.5 else r.choice(pools.ZH_WORDS), "简体中文文本",
+         "Simplified text")
 for name, config, zh, en, zq, eq in [
         ("to_traditional", "s2t", "把简体中文转换成繁体中文", "Convert Simplified Chinese to Traditional", "繁体", "Traditional"),
-        ("to_taiwan_traditional", "s2twp", "把简体中文转换成台湾繁体（含常用词汇）", "Convert Simplified Chinese to Taiwan Traditional with Taiwan wording",
+        ("to_taiwan_traditional", "s2twp", "把简体中文转换成台湾繁体（含常用词汇）",
+         "Convert Simplified Chinese to Taiwan Traditional with Taiwan wording",
          "台湾繁体", "Taiwan Traditional"),
-        ("to_hongkong_traditional", "s2hk", "把简体中文转换成香港繁体", "Convert Simplified Chinese to Hong Kong Traditional", "香港繁体",
+        ("to_hongkong_traditional", "s2hk", "把简体中文转换成香港繁体", "Convert Simplified Chinese to Hong Kong Traditional",
+         "香港繁体",
          "Hong Kong Traditional")]:
     CHINESE.add(name, lambda text, config=config: _opencc(config, text), zh, en, {"text": SIMP},
                 [f"把“{{text}}”转成{zq}。", f"“{{text}}”的{zq}怎么写？"], [f"Convert '{{text}}' to {eq} Chinese."],
                 f"{zq}：{{r}}", f"In {eq}: {{r}}")
-CHINESE.add("to_simplified", lambda text: _opencc("t2s", text), "把繁体中文转换成简体中文", "Convert Traditional Chinese to Simplified",
+CHINESE.add("to_simplified", lambda text: _opencc("t2s", text), "把繁体中文转换成简体中文",
+            "Convert Traditional Chinese to Simplified",
             {"text": S(lambda r: _opencc("s2t", r.choice(pools.poem_lines())), "繁体中文文本", "Traditional text")},
             ["把“{text}”转成简体。"], ["Convert '{text}' to Simplified Chinese."], "简体：{r}", "Simplified: {r}")
 CHINESE.add("fullwidth_to_halfwidth", lambda text: "".join(

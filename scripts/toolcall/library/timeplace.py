@@ -36,7 +36,8 @@ DATES.add("days_in_month", lambda year, month: calendar.monthrange(year, month)[
           "Number of days in a month of a year", {"year": YEAR, "month": I(1, 12, "月份 1-12", "month 1-12")},
           ["{year} 年 {month} 月有几天？"], ["How many days are in month {month} of {year}?"], "{year} 年 {month} 月有 {r} 天。",
           "Month {month} of {year} has {r} days.")
-DATES.add("day_of_year", lambda date: day(date).timetuple().tm_yday, "某个日期是当年的第几天", "Day number of a date within its year",
+DATES.add("day_of_year", lambda date: day(date).timetuple().tm_yday, "某个日期是当年的第几天",
+          "Day number of a date within its year",
           {"date": D}, ["{date} 是那一年的第几天？"], ["Which day of the year is {date}?"], "是第 {r} 天。",
           "It is day {r} of the year.")
 DATES.add("iso_week", lambda date: dict(zip(("year", "week", "weekday"), day(date).isocalendar())),
@@ -114,17 +115,21 @@ ZONES.add("utc_offset", lambda timezone, date: dt.datetime.fromisoformat(date + 
           "UTC 偏移是 {r}。", "The offset is {r}.")
 ZONES.add("is_dst", lambda timezone, date: bool(dt.datetime.fromisoformat(date + "T12:00").replace(
     tzinfo=ZoneInfo(timezone)).dst()), "某时区在某天是否处于夏令时", "Whether a time zone observes daylight saving time on a date",
-          {"timezone": TZ, "date": D}, ["{timezone} 在 {date} 是夏令时吗？"], ["Is {timezone} on daylight saving time on {date}?"],
+          {"timezone": TZ, "date": D}, ["{timezone} 在 {date} 是夏令时吗？"],
+          ["Is {timezone} on daylight saving time on {date}?"],
           "是否夏令时：{r}。", "Daylight saving: {r}.")
 ZONES.add("timestamp_to_datetime", lambda timestamp, timezone="UTC": dt.datetime.fromtimestamp(
     timestamp, ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S"), "把 Unix 时间戳转换成某时区的日期时间",
           "Date and time of a Unix timestamp in a time zone",
           {"timestamp": I(0, 2_000_000_000, "Unix 时间戳（秒）", "Unix timestamp in seconds"), "timezone": opt(TZ, "UTC")},
           ["时间戳 {timestamp} 是 {timezone} 的什么时间？", "把时间戳 {timestamp} 转成日期"],
-          ["What is Unix time {timestamp} in {timezone}?", "Convert timestamp {timestamp} to a date."], "是 {r}。", "It is {r}.")
+          ["What is Unix time {timestamp} in {timezone}?", "Convert timestamp {timestamp} to a date."], "是 {r}。",
+          "It is {r}.")
 ZONES.add("datetime_to_timestamp", lambda datetime, timezone="UTC": int(dt.datetime.fromisoformat(datetime).replace(
-    tzinfo=ZoneInfo(timezone)).timestamp()), "把某时区的日期时间转换成 Unix 时间戳", "Unix timestamp of a local date-time in a time zone",
-          {"datetime": S(pools.datetime_text, "日期时间 YYYY-MM-DD HH:MM", "date-time YYYY-MM-DD HH:MM"), "timezone": opt(TZ, "UTC")},
+    tzinfo=ZoneInfo(timezone)).timestamp()), "把某时区的日期时间转换成 Unix 时间戳",
+          "Unix timestamp of a local date-time in a time zone",
+          {"datetime": S(pools.datetime_text, "日期时间 YYYY-MM-DD HH:MM", "date-time YYYY-MM-DD HH:MM"),
+           "timezone": opt(TZ, "UTC")},
           ["{timezone} 的 {datetime} 对应的时间戳是多少？", "{datetime} 的 Unix 时间戳是多少？"],
           ["Unix timestamp of {datetime} in {timezone}?", "What is the Unix timestamp of {datetime}?"], "时间戳是 {r}。",
           "The timestamp is {r}.")
@@ -166,7 +171,8 @@ CULTURE.add("star_sign", _star_sign, "按出生月日查星座", "Western star s
             "是{r[zh]}。", "That is {r[en]}.")
 CULTURE.add("is_weekend", lambda date: day(date).weekday() >= 5, "判断某日期是否是周末", "Whether a date falls on a weekend",
             {"date": D}, ["{date} 是周末吗？"], ["Is {date} a weekend?"], "{date} 是周末吗？{r}。", "Is {date} a weekend? {r}.")
-CULTURE.add("weekday_name_zh", lambda date: WEEKDAYS_ZH[day(date).weekday()], "日期对应的中文星期名", "Chinese weekday name of a date",
+CULTURE.add("weekday_name_zh", lambda date: WEEKDAYS_ZH[day(date).weekday()], "日期对应的中文星期名",
+            "Chinese weekday name of a date",
             {"date": D}, ["{date} 用中文说是星期几？"], ["What is the Chinese weekday name of {date}?"], "{date} 是{r}。",
             "{date} is {r}.")
 
