@@ -5,13 +5,14 @@
 #
 #   OUT=/tmp/tool bash scripts/gpu_tool_sft.sh         # after scripts/gpu_reference_run.sh wrote out/full_sft_512.pth
 #
-# Results in $OUT: prepare.json (row counts, drops), tool_eval_before.jsonl / tool_eval_after.jsonl (per case +
+# Results in $OUT: prepare.json (rows per kind, tools train/held-out, token lengths), heldout.jsonl and bfcl/ (the
+# held-out tools' cases, our layout and BFCL v3's), tool_eval_before.jsonl / tool_eval_after.jsonl (per case +
 # summary), tool_sft.log, openai_tool_calls.json, server.log, tool.jsonl (phase timings and both summaries).
 # Needs torch, transformers, jinja2 and, for the server step, fastapi + uvicorn + openai (carry them as wheels
 # where the GPU machine has no registry; without them the server step is reported as skipped, not passed).
 #
 # Knobs (env): SAVE_DIR=out HIDDEN=512 LAYERS=8 TOOL_EPOCHS=3 TOOL_BATCH=32 TOOL_LR=2e-4 MAX_SAMPLES=10000
-#   MAX_CASES=200 DEVICE=(auto) PORT=8997 PYTHON=python3
+#   SEED=42 MAX_CASES=200 DEVICE=(auto) PORT=8997 PYTHON=python3
 # CPU smoke test: SAVE_DIR=/tmp/ref/out HIDDEN=64 LAYERS=2 TOOL_EPOCHS=1 MAX_SAMPLES=200 MAX_CASES=10 DEVICE=cpu \
 #   OUT=/tmp/tool bash scripts/gpu_tool_sft.sh
 set -euo pipefail
@@ -31,17 +32,12 @@ note() { echo "{\"phase\": \"$1\", \"seconds\": $(( $(date +%s) - t0 ))${2:+, $2
 : > "$OUT/tool.jsonl"
 summary() { grep '"summary"' "$1" | tail -n 1 || echo '{}'; }
 
-# 1. data: the project's own corpus, held-out split that shares no tool-call instance with training
-# (the build's tool dialogues when they came along packed, else what the local source finds: dataset/build/ or demo)
-SRC=()
-if [ -f dataset/build/gpu/tool_call.jsonl.xz ]; then
-    "$PY" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
-        dataset/build/gpu/tool_call.jsonl.xz "$WORK/tool_call.jsonl"
-    SRC=(--input "$WORK/tool_call.jsonl")
-fi
+# 1. data: dialogues generated from the real tool library (offline); the held-out file holds only the held-out tool
+# families, never trained on, and a BFCL v3 copy of it goes to $OUT/bfcl for a BFCL-style scorer
 DATA=$WORK/sft_tool_call.jsonl
-"$PY" scripts/data_prepare_toolcall.py --source local "${SRC[@]}" --output "$DATA" --max_length 512 \
-    --max_samples "${MAX_SAMPLES:-10000}" > "$OUT/prepare.json"
+"$PY" scripts/data_prepare_toolcall.py --source local --output "$DATA" --max_length 512 --bfcl_dir "$OUT/bfcl" \
+    --max_samples "${MAX_SAMPLES:-10000}" --seed "${SEED:-42}" > "$OUT/prepare.json"
+cp "${DATA%.jsonl}_heldout.jsonl" "$OUT/heldout.jsonl"
 note prepare "\"train_rows\": $(wc -l < "$DATA"), \"heldout_rows\": $(wc -l < "${DATA%.jsonl}_heldout.jsonl")"
 EVAL=(scripts/eval_tool_call.py --save_dir "$SAVE_DIR" "${SIZE[@]}" "${DEV[@]}" --data_path "${DATA%.jsonl}_heldout.jsonl"
       --max_cases "${MAX_CASES:-200}" --max_new_tokens 160)

@@ -1,6 +1,7 @@
 """scripts/data_prepare_toolcall.py: each source's converter on small files in that source's own layout (malformed
-records included, counted per reason), the local corpus source offline, the instance-disjoint held-out split,
-determinism, and the rendered calls being byte-identical to what SFTDataset trains on and ReplyParser reads back."""
+records included, counted per reason), the corpus source offline, the instance-disjoint held-out split,
+determinism, and the rendered calls being byte-identical to what SFTDataset trains on and ReplyParser reads back.
+The default `local` source (the real tool library) is tested in test_toolcall_library.py."""
 import json
 from pathlib import Path
 
@@ -179,13 +180,13 @@ def test_xlam_layout_parameter_specs_become_json_schema_and_parallel_calls(tmp_p
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local")
-    return run_prep(tmp, "--max_samples", 400, "--heldout_ratio", 0.2), tmp
+    return run_prep(tmp, "--source", "corpus", "--max_samples", 400, "--heldout_ratio", 0.2), tmp
 
 
-def test_local_source_offline_split_shares_no_call_instance(local):
+def test_corpus_source_offline_split_shares_no_call_instance(local):
     (proc, rows, held, summary), _ = local
     assert proc.returncode == 0, proc.stderr
-    assert summary["source"] == "local" and summary["kept"] == 400 == len(rows) + len(held)
+    assert summary["source"] == "corpus" and summary["kept"] == 400 == len(rows) + len(held)
     assert len(held) > 20 and summary["no_call_rows"] > 20
     assert set(summary["calls_per_tool"]) == {"lookup_idiom", "lookup_char", "search_poem", "calculator"}
     train_calls = {c for r in rows for c in prep.record_calls(r)}
@@ -198,13 +199,13 @@ def test_local_source_offline_split_shares_no_call_instance(local):
                for r in nocall)
 
 
-def test_local_output_is_deterministic_and_max_samples_caps(local, tmp_path):
+def test_corpus_output_is_deterministic_and_max_samples_caps(local, tmp_path):
     (_, rows, held, _), first = local
-    proc, rows2, held2, summary = run_prep(tmp_path, "--max_samples", 400, "--heldout_ratio", 0.2)
+    proc, rows2, held2, summary = run_prep(tmp_path, "--source", "corpus", "--max_samples", 400, "--heldout_ratio", 0.2)
     assert proc.returncode == 0
     assert (first / "sft_tool_call.jsonl").read_bytes() == (tmp_path / "sft_tool_call.jsonl").read_bytes()
     assert held == held2
-    proc, rows3, held3, _ = run_prep(tmp_path, "--max_samples", 50, "--seed", 7)
+    proc, rows3, held3, _ = run_prep(tmp_path, "--source", "corpus", "--max_samples", 50, "--seed", 7)
     assert len(rows3) + len(held3) == 50 and rows3 != rows2[:len(rows3)]
 
 

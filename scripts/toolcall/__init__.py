@@ -1,3 +1,4 @@
-"""Tool calling: the SFT data builder behind scripts/data_prepare_toolcall.py (data) and the safe mock tools that
-the data, the evaluation (scripts/evals/tool_call.py), the training manager's MCP server and the web app share
-(tool_mocks)."""
+"""Tool calling: the SFT data builders behind scripts/data_prepare_toolcall.py (synth: dialogues generated from the
+real tool library in library/, the default `local` source; data: the corpus and hub sources and the shared record
+format) and the safe mock tools that the evaluation (scripts/evals/tool_call.py), the training manager's MCP server
+and the web app share (tool_mocks)."""

@@ -1,9 +1,10 @@
 """Tool-calling SFT data: one MiniMind SFT JSONL from the project's own corpus or a public function-calling set
-(scripts/data_prepare_toolcall.py is the command).
+(scripts/data_prepare_toolcall.py is the command). The default source, `local`, generates dialogues from the real
+tool library instead: scripts/toolcall/synth.py (this module's parser serves both).
 
 Sources (`--input` reads a local copy in the source's own layout; without it the hub path goes to `datasets`):
 
-    local   dataset/build/tool_call.jsonl (or the bundled dataset/demo/tool_call_demo.jsonl): real dictionary,
+    corpus  dataset/build/tool_call.jsonl (or the bundled dataset/demo/tool_call_demo.jsonl): real dictionary,
             poem and calculator results; plus no-call dialogues (tools offered, a real answer that needs none,
             from the SFT/identity sets) and two-call dialogues joined from two real lookups
     hermes  NousResearch/hermes-function-calling-v1 (ShareGPT `conversations`, <tools> in the system prompt,
@@ -349,7 +350,7 @@ def convert_sft_row(rec: dict) -> dict:
     return build_record(system, tools, turns)
 
 
-CONVERTERS = {"hermes": convert_hermes, "glaive": convert_glaive, "xlam": convert_xlam, "local": convert_sft_row}
+CONVERTERS = {"hermes": convert_hermes, "glaive": convert_glaive, "xlam": convert_xlam, "corpus": convert_sft_row}
 
 
 # ------------------------------------------------------------------------------------------- local extras
@@ -445,7 +446,7 @@ def read_records(path: Path):
 def load_source(args):
     if args.input:
         return read_records(repo_path(args.input))
-    if args.source == "local":
+    if args.source == "corpus":
         for candidate in ("dataset/build/tool_call.jsonl", "dataset/demo/tool_call_demo.jsonl"):
             if repo_path(candidate).is_file():
                 print(f"local source: {candidate}", file=sys.stderr)
@@ -529,20 +530,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="工具调用 SFT 数据准备 / prepare tool-calling SFT data",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = p.add_argument
-    add("--source", default="local", choices=["local", "hermes", "glaive", "xlam"],
-        help="数据来源；local = 本项目语料（离线）/ where the dialogues come from; local = this project's corpus")
+    add("--source", default="local", choices=["local", "corpus", "hermes", "glaive", "xlam"],
+        help="数据来源：local = 真实工具库生成（离线，含留出工具集）；corpus = 本项目语料里录好的词典/诗词对话 / "
+             "where the dialogues come from: local = generated from the real tool library (offline, with a "
+             "held-out tool set); corpus = the recorded dictionary/poem dialogues of this project's corpus")
     add("--input", default=None, help="来源格式的本地文件 (.json/.jsonl/.parquet) / a local copy in the source's "
-                                      "layout; default: the hub through `datasets` (local: the bundled corpus)")
+                                      "layout; default: the hub through `datasets` (corpus: the bundled corpus; "
+                                      "local reads none)")
     add("--subset", default=None, help="hub 配置名 / hub config name (hermes default: func_calling_singleturn)")
     add("--output", default="dataset/sft_tool_call.jsonl", help="训练集输出 / training JSONL")
     add("--heldout_output", default=None, help="留出集输出 / held-out JSONL; default: <output>_heldout.jsonl")
-    add("--heldout_ratio", type=float, default=0.1, help="留出比例 / share of tool-call groups held out")
+    add("--bfcl_dir", default=None, help="local：留出集的 BFCL v3 格式目录 / local: the held-out set in the BFCL "
+                                         "v3 layout; default: <output>_bfcl/")
+    add("--heldout_ratio", type=float, default=0.1,
+        help="留出比例 / held-out share (local: rows of the held-out tools; others: tool-call groups)")
     add("--max_samples", type=int, default=10000, help="最多保留条数（打乱后）/ most records kept, after shuffling")
     add("--max_length", type=int, default=512, help="最长 token 数（项目分词器+对话模板）/ most tokens per row")
     add("--no_call_ratio", type=float, default=0.15,
-        help="local：无需调用的对话占工具对话的比例 / local: no-call dialogues per tool dialogue")
+        help="corpus：无需调用的对话占工具对话的比例 / corpus: no-call dialogues per tool dialogue")
     add("--two_call_ratio", type=float, default=0.1,
-        help="local：两次并行调用的对话比例 / local: two-call dialogues per tool dialogue")
+        help="corpus：两次并行调用的对话比例 / corpus: two-call dialogues per tool dialogue")
     add("--seed", type=int, default=42, help="打乱与划分的种子 / shuffle and split seed")
     add("--tokenizer_path", default="model", help="计算长度用的分词器 / tokenizer used for --max_length")
     return p
@@ -572,7 +579,7 @@ def prepare(args) -> dict:
             rows.append(convert(dict(rec)))
         except Malformed as e:
             drop(e.reason, f"record {n}: {e.detail}")
-    if args.source == "local":
+    if args.source == "corpus":
         tools = {t["function"]["name"]: t for r in rows for t in r["conversations"][0].get("functions", [])}
         paths = [repo_path(p) for p in ("dataset/build/sft.jsonl", "dataset/demo/sft_demo.jsonl",
                                         "dataset/demo/lora_identity_demo.jsonl")]
