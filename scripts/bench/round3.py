@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import load_tokenizer
+from model import engine as engine_mod
 from model.engine import Engine, SamplingParams
 from model.model_minimind import PRESETS, Attention, MiniMindConfig, MiniMindForCausalLM
 from model.runtime import ROOT
@@ -66,6 +67,8 @@ def decode(args) -> None:
     torch.manual_seed(0)
     started = time.perf_counter()
     model = MiniMindForCausalLM(MiniMindConfig(**preset_config(args.preset, args.cpu_smoke))).to(device, dtype).eval()
+    if args.backend:  # the CPU smoke: Dynamo + AOT tracing in seconds instead of Inductor's minutes on 2 cores
+        engine_mod.DECODE_BACKEND = args.backend
     engine = Engine(model, **({"compile_decode": "background"} if args.background_on_cpu else {}))
     gen = torch.Generator().manual_seed(1)
     vocab = model.config.vocab_size
@@ -184,6 +187,7 @@ def step_variant(args, device, peak, which: str, size: str, batch: int, seq: int
     fpt = flops_per_token(model, seq)  # the same formula for both models (equal shapes, equal parameters)
     emit(bench="model_step", model=which, preset=size, label=label, batch=batch, seq_len=seq, loss_impl=loss
          if which == "ours" else "cross_entropy (theirs)", compile_mode=mode or ("default" if args.compile else None),
+         backend=args.backend if args.compile else None,
          tokens_per_s=round(tps, 1), step_ms=round(1000 * seconds, 2), first_two_steps_s=round(warm, 1),
          mfu_measured_peak_percent=round(100 * tps * fpt / peak, 2) if peak else None,
          sdpa_gqa=gqa if which == "ours" else None, loss_after_2_steps=round(first_loss, 4),
@@ -229,19 +233,26 @@ def step(args) -> None:
 
 # ------------------------------------------------------------------------------------------------ d) serve
 
-def prompt_of_tokens(n: int) -> str:
-    """A user message whose chat-templated prompt is about `n` tokens with our tokenizer (the server's)."""
-    tokenizer = load_tokenizer()
+def chat_prompt_ids(tokenizer, content: str) -> list:
+    """Token ids of one user message in the chat template with the generation prompt (what the server decodes)."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def prompt_of_tokens(tokenizer, n: int) -> str:
+    """A user message whose chat-templated prompt is at most `n` tokens, within one sentence of it."""
     piece = "请用三句话说明一下小型语言模型在本地设备上运行时的优点和限制。"
-    text = ""
-    while True:
-        longer = text + piece
-        messages = [{"role": "user", "content": longer}]
-        ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) else ids
-        if len(ids) > n:
-            return text or piece
-        text = longer
+    text = piece
+    for _ in range(10 * n):
+        if len(chat_prompt_ids(tokenizer, text + piece)) > n:
+            break
+        text += piece
+    for ch in piece * 2:  # then character by character up to n
+        if len(chat_prompt_ids(tokenizer, text + ch)) > n:
+            break
+        text += ch
+    return text
 
 
 def wait_for(url: str, seconds: float, proc: subprocess.Popen) -> dict:
@@ -291,15 +302,14 @@ def serve(args) -> None:
     device = torch.device(args.device)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    prompt = prompt_of_tokens(args.prompt_tokens)
     tokenizer = load_tokenizer()
-    prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
-                                               add_generation_prompt=True)
-    prompt_ids = prompt_ids["input_ids"] if isinstance(prompt_ids, dict) else prompt_ids
+    prompt = prompt_of_tokens(tokenizer, args.prompt_tokens)
+    prompt_ids = chat_prompt_ids(tokenizer, prompt)
     for name in args.presets:
         cfg = preset_config(name, args.cpu_smoke)
         write_weights(work / f"bench_{cfg['hidden_size']}.pth", cfg)
-        proc, base = start_server(args, work, cfg["hidden_size"], cfg["num_hidden_layers"], work / f"server_{name}.log")
+        proc, base = start_server(args, work, cfg["hidden_size"], cfg["num_hidden_layers"],
+                                  Path(args.log_dir or work) / f"server_{name}.log")
         try:
             health = wait_for(base.removesuffix("/v1") + "/health", args.server_start_s, proc)
             # the compiled decode step builds in the background; measure once it has switched in (or say it has not)
@@ -416,6 +426,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     d.add_argument("--switch_wait", type=float, default=120, help="seconds to keep serving until the switch-over")
     d.add_argument("--check_rows", type=int, default=16)
     d.add_argument("--background_on_cpu", action="store_true", help="CPU smoke: compile in the background anyway")
+    d.add_argument("--backend", default=None, help="CPU smoke: torch.compile backend of the decode step (aot_eager)")
 
     s = sub.add_parser("step", help="section c: training step, ours vs MiniMind's model, and the MFU attempts")
     s.add_argument("--upstream", default=None, help="folder with MiniMind's repository copy (model/model_minimind.py)")
@@ -430,7 +441,8 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     v.add_argument("--requests_per_stream", type=int, default=4)
     v.add_argument("--max_tokens", type=int, default=128)
     v.add_argument("--prompt_tokens", type=int, default=256)
-    v.add_argument("--work", required=True, help="folder for the random weights and the server logs")
+    v.add_argument("--work", required=True, help="folder for the random weights (and the server logs)")
+    v.add_argument("--log_dir", default=None, help="folder for the server logs (default: --work)")
     v.add_argument("--server_start_s", type=float, default=120)
     v.add_argument("--compile_wait", type=float, default=90)
     v.add_argument("--per_run_s", type=float, default=120)
