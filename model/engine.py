@@ -28,6 +28,8 @@ stack each layer's q/k/v and gate/up weights (StackedProjections): two matmuls p
 `MINIMIND_DECODE=eager` turns graphs, compile, stacking and chunked reads off (a host read every step): the plain
 path, for comparisons and for debugging a graph problem.
 """
+import atexit
+import ctypes
 import logging
 import os
 import sys
@@ -844,6 +846,18 @@ class BackgroundCompile:
         mode = (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind), torch.is_inference_mode_enabled())
         self.thread = threading.Thread(target=self._run, args=mode, name="minimind-decode-compile", daemon=True)
         self.thread.start()
+        _compiling.add(self)
+
+    def stop(self, timeout: float) -> bool:
+        """End a compile still running (the process is exiting): raise SystemExit in the thread at its next Python
+        step and wait up to `timeout` s; True if it ended. A daemon thread left inside torch's C++ code while the
+        interpreter shuts down aborted the process ("terminate called without an active exception", seen on CPU)."""
+        thread = self.thread
+        if thread is None or not thread.is_alive():
+            return True
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit))
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _run(self, autocast: bool, autocast_dtype: torch.dtype, inference: bool) -> None:
         started = time.perf_counter()
@@ -871,6 +885,7 @@ class BackgroundCompile:
         finally:
             sys.setswitchinterval(interval)
             self.done.set()
+            _compiling.discard(self)
 
     def _warm(self, step, dtype, autocast: bool, autocast_dtype, inference: bool) -> None:
         engine = self.engine
@@ -898,6 +913,16 @@ class BackgroundCompile:
                                  cache.values, *weights)
             if cuda:
                 stream.synchronize()
+
+
+_compiling: set = set()  # BackgroundCompiles whose thread runs
+
+
+@atexit.register
+def _stop_background_compiles() -> None:
+    for bg in list(_compiling):
+        if not bg.stop(30):
+            log.warning("the background decode compile did not stop within 30 s; exiting anyway")
 
 
 class _nothing:

@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -172,3 +173,29 @@ def test_second_process_loads_the_disk_cache(tmp_path):
     assert results[0]["tokens"] == results[1]["tokens"]
     assert (tmp_path / "cache" / "inductor").is_dir()  # refilled from the artifacts
     print("compile seconds cold / from the saved artifacts:", results[0]["seconds"], results[1]["seconds"])
+
+
+EXIT_WHILE_COMPILING = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from model import engine as E
+from model.engine import Engine, SamplingParams
+from tests.test_model import tiny_model
+
+E.DECODE_BACKEND = "aot_eager"  # the smoke run that aborted: Dynamo + AOT tracing still running at exit
+engine = Engine(tiny_model(), compile_decode="background")
+print(engine.generate([[5, 6, 7]], SamplingParams(max_new_tokens=4, temperature=0, stop_ids=[]))[0].token_ids)
+"""
+
+
+@pytest.mark.slow  # a subprocess (~5 s of imports)
+def test_exiting_while_the_background_compile_runs_is_clean():
+    """A chat quit (or a benchmark process ending) during the background compile: the compile is stopped and the
+    process exits 0 promptly. Before, the daemon thread was left in torch's C++ code at shutdown and the process
+    aborted ("terminate called without an active exception", exit 134)."""
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", EXIT_WHILE_COMPILING, str(ROOT)], capture_output=True, text=True,
+                         timeout=240, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "terminate called" not in out.stderr
+    assert time.perf_counter() - started < 120  # not the 300 s the compile would take
