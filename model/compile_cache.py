@@ -40,10 +40,21 @@ def cache_root() -> Optional[Path]:
     return root
 
 
+def _torch_default_dir() -> str:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        return os.path.abspath(default_cache_dir())
+    except (ImportError, AttributeError):  # another torch layout: then only an unset variable is replaced
+        return ""
+
+
 def use_inductor_cache(root: Path) -> None:
-    """Point Inductor's caches into `root` unless TORCHINDUCTOR_CACHE_DIR is already set (by the user, or by an
-    earlier compile in this process: Inductor fixes it at first use)."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    """Point Inductor's caches into `root` unless the user chose a folder. Importing transformers already sets
+    TORCHINDUCTOR_CACHE_DIR to torch's default (/tmp/torchinductor_$USER, measured with transformers 5.24), so that
+    value counts as unset; Inductor reads the variable at each use, so changing it before the compile is enough."""
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == _torch_default_dir():
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor")
 
 
 def artifact_key(config, dtype: torch.dtype, device: torch.device, stacked: bool) -> str:

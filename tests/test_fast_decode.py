@@ -135,6 +135,17 @@ def test_cache_folder_setting_and_bad_files(tmp_path, monkeypatch, caplog):
     assert "cannot be created" in caplog.text and "does not load" in caplog.text
 
 
+def test_inductor_folder_moves_into_the_cache_unless_the_user_chose_one(tmp_path, monkeypatch):
+    """Importing transformers sets TORCHINDUCTOR_CACHE_DIR to torch's /tmp default: that counts as unset."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    compile_cache.use_inductor_cache(tmp_path)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    compile_cache.use_inductor_cache(tmp_path)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
 def test_the_repository_cache_folder_is_ignored_by_git():
     probe = compile_cache.DEFAULT_ROOT / "decode-probe.bin"
     out = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=ROOT)
