@@ -820,8 +820,9 @@ class BackgroundCompile:
     """Compiles the decode step in a daemon thread while the engine decodes with the plain one.
 
     The thread loads the disk cache (model/compile_cache.py), compiles, and runs the compiled step on its own
-    scratch buffers for the shapes decoders use: 1 row of a 1-row batch, 1 row and 2+ rows of a larger batch (three
-    graphs; dynamic sizes cover every other batch and column count). It copies the caller's autocast and inference
+    scratch buffers for the shapes decoders use: 1 row and 2+ rows of a buffer of 2+ rows (two graphs; dynamic sizes
+    cover every other batch and column count; a server started with --max_batch_size 1 has 1-row buffers, which
+    the graphs do not cover: it decodes with the plain step). It copies the caller's autocast and inference
     mode, which the compiled code is guarded on (RL decodes an fp32 policy under bf16 autocast). Then it saves the
     cache and sets `step`. A failure is a warning: decoding simply stays on the plain step.
 
@@ -897,7 +898,7 @@ class BackgroundCompile:
         with (torch.cuda.device(device) if cuda else _nothing()), \
                 (torch.cuda.stream(stream) if cuda else _nothing()), \
                 torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast):
-            for max_rows in (1, 2):
+            for max_rows in (2,):  # decoders keep at least 2 rows of buffers (Engine.stream)
                 # buffers made as a decoder makes its own (in the caller's mode), the step run as `_advance` runs it
                 # (inference mode): both are in the compiled code's guards
                 with torch.inference_mode(inference):
@@ -1026,13 +1027,15 @@ class Engine:
         rows, need = len(prompts) * num_samples, longest + params.max_new_tokens
         if self.cuda_graphs:  # reuse a decoder (its cache and captured graphs) per power-of-two shape bucket
             limit = self.model.config.max_position_embeddings
-            key = (_bucket(rows, 1 << 20), _bucket(need, limit, 256))
+            # at least 2 rows of buffers: a 1-row buffer is a shape of its own to torch.compile (size-1
+            # specialisation), i.e. one more graph to compile, for one spare row of cache
+            key = (_bucket(rows, 1 << 20, 2), _bucket(need, limit, 256))
             decoder = self._decoders.get(key)
             if decoder is None:
                 decoder = self._decoders[key] = BatchDecoder(self, *key, self.sync_every, True)
             decoder.reset()
         else:
-            decoder = BatchDecoder(self, rows, need, self.sync_every, False)
+            decoder = BatchDecoder(self, max(rows, 2), need, self.sync_every, False)
         decoder.add(prompts, params, num_samples)
         return Decoding(decoder)
 
