@@ -2,8 +2,8 @@
 # GPU speed, round 3 (issue 30): sections chosen by argument, JSON lines into $OUT/round3.jsonl, each step's log in
 # $OUT/<step>.log. Every step runs under `timeout`; a failing or cut step writes an {"error": ...} line and the
 # next one runs. Each section has a time budget (seconds; env A_S B_S C_S C2_S D_S E_S), so that
-#   call 1:  OUT=$OUT bash scripts/gpu_round3.sh a c d      # 290 + 130 + 110 s: decode, model step, API server
-#   call 2:  OUT=$OUT bash scripts/gpu_round3.sh b e c2     # 250 + 180 + 100 s: MiniMind's scripts, PPO + SPO, MFU
+#   call 1:  OUT=$OUT bash scripts/gpu_round3.sh a c d      # 275 + 130 + 110 s: decode, model step, API server
+#   call 2:  OUT=$OUT bash scripts/gpu_round3.sh b e c2     # 240 + 180 + 100 s: MiniMind's scripts, PPO + SPO, MFU
 #   check:   OUT=/tmp/r3 bash scripts/gpu_round3.sh --cpu_smoke a b c c2 d e   # every section on a CPU, tiny sizes
 # a  decode: 26M and 104M, batch 1 and 16, the default path (no MINIMIND_DECODE): a cold-cache process (first
 #    request latency, when the background compile switched in, tokens/s), then a second process on the warm cache;
@@ -119,7 +119,7 @@ print(json.dumps({"bench": "env", "python": sys.version.split()[0], "torch": tor
                                for m in ("fastapi", "uvicorn", "openai", "httpx", "datasets", "triton")}}))'
 
 section_a() {  # $1 = 1: cold then warm, 0: warm only
-    budget "${A_S:-290}" a
+    budget "${A_S:-275}" a
     [ "$1" = 1 ] && rm -rf "$CACHE"
     mkdir -p "$CACHE"
     for preset in "${PRESETS[@]}"; do
@@ -136,7 +136,7 @@ section_a() {  # $1 = 1: cold then warm, 0: warm only
 }
 
 section_b() {
-    budget "${B_S:-250}" b
+    budget "${B_S:-240}" b
     if [ ! -f "$BASELINE/trainer/train_pretrain.py" ]; then
         echo "{\"step\": \"b\", \"error\": \"no MiniMind copy at $BASELINE: carry it (see the header)\"}" >> "$J"
         return
