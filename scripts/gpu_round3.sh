@@ -74,9 +74,10 @@ else
     PRESETS=(small base); BATCHES=(1 16); NEW=256; SWITCH_COLD=${SWITCH_COLD:-100}; SWITCH_WARM=${SWITCH_WARM:-40}
     STEP=(--steps 10); C_SMOKE=(); STREAMS=(1 16 64); SERVE=(--presets small base --compile_wait 40)
     UP_PRE=(); UP_SFT=(); OURS_PRE=(); OURS_SFT=()
-    # 12 x the 3,451 demo rows = 41,412 pretrain rows (MiniMind's script: ~45 s at the 333k tokens/s measured
-    # before); 4 x 2,888 = 11,552 SFT rows (2 epochs at batch 16: ~45 s at 172k)
-    REPEAT_PRE=12; REPEAT_SFT=4; ROWS_PRE=0; ROWS_SFT=0
+    # 8 x the 3,451 demo rows = 27,608 pretrain rows (MiniMind's script: ~30 s at the 333k tokens/s measured
+    # before, 8 log lines; ours logs every 100 steps of 256 rows: one line after its compile step, plus the wall
+    # average); 3 x 2,888 = 8,664 SFT rows (2 epochs at batch 16: ~35 s at 172k). Four runs + start-ups ~200 s.
+    REPEAT_PRE=8; REPEAT_SFT=3; ROWS_PRE=0; ROWS_SFT=0
     RL=(--hidden_size 512 --max_steps 4 --batch_size 8 --max_gen_len 256)
     UP_HIDDEN=512
 fi
