@@ -19,19 +19,29 @@ decoding of a small model is pure kernel-launch overhead, which is what the grap
 reads is preallocated and updated in place. The tests check greedy output against a naive full forward, against
 `model.generate()`, and the bucketed (graph-shaped) path against the exact-shaped one.
 The graph also holds the greedy pick and stop check, so an all-greedy batch launches almost nothing else per step.
-`MINIMIND_DECODE=compile` captures the torch.compile'd decode step instead (layers' small ops fused: about 2x at batch
-1; opt-in for its compile time). Accelerators also stack each layer's q/k/v and gate/up weights (StackedProjections):
-two matmuls per layer instead of five. `MINIMIND_DECODE=eager` turns graphs, stacking and chunked reads off (a host
-read every step): the plain path, for comparisons and for debugging a graph problem.
+On CUDA the decode step is also torch.compile'd by default (layers' small ops fused: about 2x at batch 1), without
+making anyone wait for it: a background thread compiles it (a minute cold, seconds from the disk cache of
+model/compile_cache.py) while the graphs of the plain step serve; at the next chunk boundary after it is ready the
+decoders drop their graphs and capture the compiled step. `MINIMIND_DECODE=graphs` keeps the plain step (no compile),
+`MINIMIND_DECODE=compile` compiles in the first call instead (the old opt-in, for benchmarks). Accelerators also
+stack each layer's q/k/v and gate/up weights (StackedProjections): two matmuls per layer instead of five.
+`MINIMIND_DECODE=eager` turns graphs, compile, stacking and chunked reads off (a host read every step): the plain
+path, for comparisons and for debugging a graph problem.
 """
+import atexit
+import ctypes
 import logging
 import os
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.fx.experimental._config as fx_config
 
+from .compile_cache import artifact_key, cache_root, load_artifacts, save_artifacts, use_inductor_cache
 from .model_minimind import FeedForward, MiniMindBlock, StaticKVCache
 
 log = logging.getLogger("minimind.engine")
@@ -260,9 +270,10 @@ def decode_logits(model, rows: int, cols: int, token: torch.Tensor, pos: torch.T
 
 
 PREFILL_TOKENS = 16384  # padded prompt tokens per prefill forward when several prompts join at once
-# torch.compile of the decode step: opt-in (MINIMIND_DECODE=compile). It doubles batch-1 speed on an H200, but a cold
-# compile took 55 s (26M) to 147 s (104M) per batch shape there, too long to impose on a chat's first reply
-COMPILE_ON_CUDA = False
+# torch.compile of the decode step doubles batch-1 speed on an H200, but a cold compile took 55 s (26M) to 147 s (104M)
+# there, too long to make a chat's first reply wait for: on CUDA it is built in a background thread (BackgroundCompile)
+COMPILE_IN_BACKGROUND_ON_CUDA = True
+DECODE_BACKEND = "inductor"  # tests put a counting backend here (Dynamo only) to check the switch-over in seconds
 _told_compiling = False
 
 
@@ -345,6 +356,7 @@ class BatchDecoder:
         self.ready: list = []  # Steps computed on the device and read back, not yet returned
         self._next_id = self._next_group = 0
         self.graphs: Dict[tuple, tuple] = {}
+        self._captured_fn = engine.decode_fn  # the decode step the graphs hold
         self.use_graphs = cuda_graphs and device.type == "cuda"
         # graph-shaped decode forwards (rows and columns rounded up to buckets); on without graphs only in tests,
         # to check on CPU that the padded rows and masked columns a graph computes change no output
@@ -389,6 +401,8 @@ class BatchDecoder:
         params = params or SamplingParams()
         if self.engine.stacked is not None:
             self.engine.stacked.refresh()  # the weights may have been trained since the last add
+        if self.engine.background is not None:
+            self.engine.background.start()  # once per engine; here because add() knows the caller's autocast
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         n = len(prompts) * num_samples
@@ -442,6 +456,12 @@ class BatchDecoder:
         back by a preemption is reused in the same step. Joins happen only at the first of the `sync_every` steps:
         a prefill mid-chunk would need a host read to know the new rows' starts, which is what the chunk avoids
         (sync_every 8 on CUDA: one read per 8 tokens)."""
+        if self.engine.background is not None:
+            self.engine.take_compiled()
+        if self.engine.decode_fn is not self._captured_fn:  # compiled step ready (or compile failed): recapture
+            self._captured_fn = self.engine.decode_fn
+            self.graphs.clear()
+            self._graph_pool = None
         ended = self._leave()
         if not self.rows and not self.queue:
             if ended:
@@ -586,7 +606,7 @@ class BatchDecoder:
     def _capture(self, rows: int, cols: int) -> tuple:
         """Warm up on a side stream (the same write the replay would do), then capture the decode forward."""
         global _told_compiling
-        if self.engine.compiled and not _told_compiling:
+        if self.engine.compiled and self.engine.compile_seconds is None and not _told_compiling:
             _told_compiling = True
             log.warning("decode: compiling the decode step (torch.compile), about a minute per batch shape the first "
                         "time on a machine, then from the disk cache; MINIMIND_DECODE=graphs skips it")
@@ -599,7 +619,9 @@ class BatchDecoder:
         if self._graph_pool is None:
             self._graph_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._graph_pool):
+        # thread_local: a background compile may allocate, load kernels or synchronise in its own thread meanwhile,
+        # which the default ("global") mode would count as an error in this capture
+        with torch.cuda.graph(graph, pool=self._graph_pool, capture_error_mode="thread_local"):
             logits = self._forward(rows, cols)
             greedy = self._greedy_head(logits)
         return graph, logits, greedy
@@ -765,22 +787,151 @@ class Decoding:
         self.decoder.reset()
 
 
-DECODE_MODES = ("eager", "graphs", "compile")
+DECODE_MODES = ("eager", "graphs", "compile", "auto")
 
 
-def compile_decode_step(fn=decode_logits):
+def compile_decode_step(fn=decode_logits, backend: Optional[str] = None):
     """`fn` compiled once for every batch and column size (dynamic shapes; a batch of 1 gets its own graph).
 
     Inductor keeps eager's bf16 roundings between the ops it fuses (emulate_precision_casts), so greedy output
     stays what the eager path gives. Sizes that happen to be equal are not assumed equal (no duck sizing), or a
     batch of 64 reading 64 columns would compile again. On CUDA it is called only to warm up and capture graphs.
     """
-    compiled = torch.compile(fn, dynamic=True, fullgraph=True, options={"emulate_precision_casts": True})
+    backend = backend or DECODE_BACKEND
+    options = {"emulate_precision_casts": True} if backend == "inductor" else None
+    compiled = torch.compile(fn, dynamic=True, fullgraph=True, backend=backend, options=options)
 
     def step(*args):
         with fx_config.patch(use_duck_shape=False):
             return compiled(*args)
     return step
+
+
+def run_only(step):
+    """`step` that never compiles again: a call its compiled graphs do not cover runs the plain step instead
+    (the graphs path's speed, the same tokens). A decoder must never stall on a compile after the switch-over."""
+    def call(*args):
+        with torch.compiler.set_stance("eager_on_recompile"):
+            return step(*args)
+    return call
+
+
+class BackgroundCompile:
+    """Compiles the decode step in a daemon thread while the engine decodes with the plain one.
+
+    The thread loads the disk cache (model/compile_cache.py), compiles, and runs the compiled step on its own
+    scratch buffers for the shapes decoders use: 1 row and 2+ rows of a buffer of 2+ rows (two graphs; dynamic sizes
+    cover every other batch and column count; a server started with --max_batch_size 1 has 1-row buffers, which
+    the graphs do not cover: it decodes with the plain step). It copies the caller's autocast and inference
+    mode, which the compiled code is guarded on (RL decodes an fp32 policy under bf16 autocast). Then it saves the
+    cache and sets `step`. A failure is a warning: decoding simply stays on the plain step.
+
+    While it traces, the thread holds the GIL in long stretches; the switch interval is lowered from 5 ms to 0.5 ms
+    meanwhile so the decoding thread waits less for it between steps.
+    """
+
+    def __init__(self, engine: "Engine"):
+        self.engine = engine
+        self.thread: Optional[threading.Thread] = None
+        self.done = threading.Event()
+        self.step = None
+        self.error: Optional[Exception] = None
+        self.seconds: Optional[float] = None
+        self.cache_file = None
+        self.cache_loaded = False
+
+    def start(self) -> None:
+        if self.thread is not None:
+            return
+        kind = self.engine.device.type
+        mode = (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind), torch.is_inference_mode_enabled())
+        self.thread = threading.Thread(target=self._run, args=mode, name="minimind-decode-compile", daemon=True)
+        self.thread.start()
+        _compiling.add(self)
+
+    def stop(self, timeout: float) -> bool:
+        """End a compile still running (the process is exiting): raise SystemExit in the thread at its next Python
+        step and wait up to `timeout` s; True if it ended. A daemon thread left inside torch's C++ code while the
+        interpreter shuts down aborted the process ("terminate called without an active exception", seen on CPU)."""
+        thread = self.thread
+        if thread is None or not thread.is_alive():
+            return True
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit))
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _run(self, autocast: bool, autocast_dtype: torch.dtype, inference: bool) -> None:
+        started = time.perf_counter()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, 0.0005))
+        try:
+            engine = self.engine
+            root = cache_root()
+            dtype = autocast_dtype if autocast else next(engine.model.parameters()).dtype
+            if root is not None:
+                use_inductor_cache(root)
+                self.cache_file = root / artifact_key(engine.model.config, dtype, engine.device,
+                                                      engine.stacked is not None)
+                self.cache_loaded = load_artifacts(self.cache_file)
+            step = compile_decode_step()
+            self._warm(step, dtype, autocast, autocast_dtype, inference)
+            if self.cache_file is not None:
+                save_artifacts(self.cache_file)
+            self.seconds = time.perf_counter() - started
+            self.step = step
+        except Exception as e:  # noqa: BLE001 -- any compile failure leaves the plain step serving
+            self.error = e
+            log.warning("background torch.compile of the decode step failed (%s: %s); decoding goes on without it",
+                        type(e).__name__, e)
+        finally:
+            sys.setswitchinterval(interval)
+            self.done.set()
+            _compiling.discard(self)
+
+    def _warm(self, step, dtype, autocast: bool, autocast_dtype, inference: bool) -> None:
+        engine = self.engine
+        device, config = engine.device, engine.model.config
+        stacked = engine.stacked
+        weights = (stacked.qkv_weights, stacked.gate_up_weights) if stacked else ()
+        cuda = device.type == "cuda"
+        stream = torch.cuda.Stream(device) if cuda else None
+        with (torch.cuda.device(device) if cuda else _nothing()), \
+                (torch.cuda.stream(stream) if cuda else _nothing()), \
+                torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast):
+            for max_rows in (2,):  # decoders keep at least 2 rows of buffers (Engine.stream)
+                # buffers made as a decoder makes its own (in the caller's mode), the step run as `_advance` runs it
+                # (inference mode): both are in the compiled code's guards
+                with torch.inference_mode(inference):
+                    cache = TimelineKVCache(config, max_rows, 128, device, dtype)
+                    z = dict(dtype=torch.long, device=device)
+                    token, pos, start = (torch.zeros(max_rows, **z) for _ in range(3))
+                    column, columns = torch.zeros(1, **z), torch.arange(256, device=device)
+                with torch.inference_mode():
+                    for rows in sorted({1, max_rows}):
+                        for cols in (64, 128):
+                            column.fill_(cols - 1)
+                            step(engine.model, rows, cols, token, pos, start, column, columns, cache.keys,
+                                 cache.values, *weights)
+            if cuda:
+                stream.synchronize()
+
+
+_compiling: set = set()  # BackgroundCompiles whose thread runs
+
+
+@atexit.register
+def _stop_background_compiles() -> None:
+    for bg in list(_compiling):
+        if not bg.stop(30):
+            log.warning("the background decode compile did not stop within 30 s; exiting anyway")
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 class Engine:
@@ -803,19 +954,51 @@ class Engine:
         self.cuda_graphs = fast if cuda_graphs is None else cuda_graphs
         self.sync_every = (8 if fast else 1) if sync_every is None else sync_every
         if compile_decode is None:
-            compile_decode = mode == "compile" or (COMPILE_ON_CUDA and fast and mode != "graphs")
-        self.compiled = compile_decode
-        self.decode_fn = compile_decode_step() if compile_decode else decode_logits
+            background = COMPILE_IN_BACKGROUND_ON_CUDA and fast and mode in ("", "auto")
+            compile_decode = True if mode == "compile" else "background" if background else False
+        if compile_decode not in (True, False, "background"):
+            raise ValueError(f"compile_decode={compile_decode!r}: use True, False, 'background' or None")
+        self.compiled = compile_decode is True  # the decode step in use is the compiled one
+        self.decode_fn = compile_decode_step() if compile_decode is True else decode_logits
+        # compile_decode="background": plain step now, compiled one once BackgroundCompile has built it
+        self.background = BackgroundCompile(self) if compile_decode == "background" else None
+        self.compile_seconds: Optional[float] = None  # how long the background compile took, once it is done
         if stack_projections is None:
             stack_projections = self.device.type in ("cuda", "npu") and mode != "eager"
         self.stacked = StackedProjections.of(model) if stack_projections else None
         self._decoders: Dict[tuple, BatchDecoder] = {}  # with graphs: kept per shape bucket, graphs and all
+
+    def take_compiled(self) -> bool:
+        """Switch to the background-compiled decode step if it is ready (decoders call this between chunks);
+        True when this call switched."""
+        bg = self.background
+        if bg is None or not bg.done.is_set():
+            return False
+        self.background = None
+        self.compile_seconds = bg.seconds
+        if bg.step is None:
+            return False
+        self.compiled, self.decode_fn = True, run_only(bg.step)
+        log.info("decode: compiled step ready after %.1f s (disk cache %s); switching to it", bg.seconds,
+                 "loaded" if bg.cache_loaded else "cold")
+        return True
+
+    def wait_compiled(self, timeout: Optional[float] = None) -> bool:
+        """Block until a background compile (if any) has finished, then switch; True if the compiled step is in
+        use. For benchmarks and tests; serving never waits."""
+        if self.background is not None:
+            if self.background.thread is None:
+                self.background.start()
+            self.background.done.wait(timeout)
+            self.take_compiled()
+        return self.compiled
 
     def uncompile(self, error: Exception) -> None:
         """Go on with the plain decode step after torch.compile failed on it."""
         log.warning("torch.compile of the decode step failed (%s: %s); decoding without it",
                     type(error).__name__, error)
         self.compiled, self.decode_fn = False, decode_logits
+        self.background = None  # nor switch to a background-compiled step later
 
     @property
     def device(self):
@@ -844,13 +1027,15 @@ class Engine:
         rows, need = len(prompts) * num_samples, longest + params.max_new_tokens
         if self.cuda_graphs:  # reuse a decoder (its cache and captured graphs) per power-of-two shape bucket
             limit = self.model.config.max_position_embeddings
-            key = (_bucket(rows, 1 << 20), _bucket(need, limit, 256))
+            # at least 2 rows of buffers: a 1-row buffer is a shape of its own to torch.compile (size-1
+            # specialisation), i.e. one more graph to compile, for one spare row of cache
+            key = (_bucket(rows, 1 << 20, 2), _bucket(need, limit, 256))
             decoder = self._decoders.get(key)
             if decoder is None:
                 decoder = self._decoders[key] = BatchDecoder(self, *key, self.sync_every, True)
             decoder.reset()
         else:
-            decoder = BatchDecoder(self, rows, need, self.sync_every, False)
+            decoder = BatchDecoder(self, max(rows, 2), need, self.sync_every, False)
         decoder.add(prompts, params, num_samples)
         return Decoding(decoder)
 

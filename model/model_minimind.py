@@ -23,6 +23,8 @@ from transformers.cache_utils import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 
+from .fused_loss import chunked_logprobs
+
 @dataclass
 class MiniMindCausalLMOutput(MoeCausalLMOutputWithPast):
     """transformers' MoE causal-LM output plus the per-token log-probs the trainers use."""
@@ -251,6 +253,10 @@ def build_attention_mask(attention_mask: Optional[torch.Tensor], q_len: int, kv_
 
 
 class Attention(nn.Module):
+    # Training forward: SDPA's enable_gqa (KV heads read in place) or expanded KV heads (MiniMind's way; on CUDA it
+    # may pick another SDPA kernel). Decoding always uses enable_gqa. A switch for scripts/bench_round3.py step.
+    sdpa_gqa = True
+
     def __init__(self, config: MiniMindConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
@@ -292,12 +298,12 @@ class Attention(nn.Module):
         elif self.use_sdpa:
             dropout = self.dropout if self.training else 0.0
             backends = sdpa_kernel(DECODE_SDPA_BACKENDS) if past_key_values is not None and x.is_cuda else nullcontext()
-            if x.device.type in ("cpu", "cuda"):
+            if x.device.type in ("cpu", "cuda") and (self.sdpa_gqa or past_key_values is not None):
                 # enable_gqa reads the shared KV heads in place instead of materialising 4x copies of the cache.
                 with backends:
                     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
                                                          is_causal=is_causal, enable_gqa=n_rep > 1)
-            else:  # NPU / MPS kernels: expand KV heads explicitly
+            else:  # NPU / MPS kernels, and training with sdpa_gqa off: expand KV heads explicitly
                 out = F.scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), attn_mask=mask,
                                                      dropout_p=dropout, is_causal=is_causal)
         else:
@@ -594,8 +600,16 @@ class MiniMindModel(MiniMindPreTrainedModel):
         return self.norm(h), past_key_values, aux_loss
 
 
+LOSS_IMPLS = ("logprobs", "cross_entropy", "chunked")
+
+
 class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    # How a forward with `labels` computes the loss (set on an instance to compare; scripts/bench_round3.py step):
+    # "logprobs": full logits, per-token log-probs, their masked mean (every stage can use them; the default);
+    # "cross_entropy": F.cross_entropy on the full logits, loss only (token_logprobs None: pretrain/SFT only);
+    # "chunked": model/fused_loss.py, log-probs through the lm_head in row chunks, logits never whole (logits None).
+    loss_impl = "logprobs"
 
     def __init__(self, config: Optional[MiniMindConfig] = None):
         config = config or MiniMindConfig()
@@ -636,13 +650,23 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
             hidden = hidden[:, -logits_to_keep:]
         elif labels is None and isinstance(logits_to_keep, torch.Tensor):
             hidden = hidden[:, logits_to_keep]
-        logits = self.lm_head(hidden)
+        if labels is not None and self.loss_impl not in LOSS_IMPLS:
+            raise ValueError(f"loss_impl {self.loss_impl!r}: use one of {', '.join(LOSS_IMPLS)}")
+        chunked = labels is not None and self.loss_impl == "chunked"
+        logits = None if chunked else self.lm_head(hidden)
         loss = logprobs = None
         if labels is not None:
             targets = labels[:, 1:]
             labelled = targets != -100
-            logprobs = gather_logprobs(logits[:, :-1], targets.clamp(min=0)) * labelled
-            loss = -logprobs.sum() / labelled.sum().clamp(min=1)
+            if chunked:
+                logprobs = chunked_logprobs(hidden[:, :-1], self.lm_head.weight, targets.clamp(min=0)) * labelled
+            elif self.loss_impl == "cross_entropy":
+                loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                       ignore_index=-100, reduction="sum") / labelled.sum().clamp(min=1)
+            else:
+                logprobs = gather_logprobs(logits[:, :-1], targets.clamp(min=0)) * labelled
+            if logprobs is not None:
+                loss = -logprobs.sum() / labelled.sum().clamp(min=1)
         elif logprob_len > 0:
             logprobs = gather_logprobs(logits[:, :-1], input_ids[:, -logprob_len:])
         return MiniMindCausalLMOutput(loss=loss, aux_loss=aux_loss, logits=logits, token_logprobs=logprobs,

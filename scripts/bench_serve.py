@@ -6,7 +6,8 @@
 Every request streams with `ignore_eos` (so each produces exactly --max_tokens tokens, as vLLM's benchmark does;
 pass --ignore_eos 0 for natural lengths) and `stream_options.include_usage` (token counts come from the server).
 Reported: requests/s and output tokens/s over the whole run, time to first token (TTFT: request sent -> first
-content or reasoning delta) and end-to-end latency, each as p50 / p99 in milliseconds. Needs only the `openai`
+content or reasoning delta), inter-token latency (ITL: gap between successive streamed deltas of one request) and
+end-to-end latency, each as p50 / p99 in milliseconds. Needs only the `openai`
 package (no torch), so it can run on another machine than the server.
 
     python scripts/bench_serve.py --fairness --long_n 16 --long_tokens 2000
@@ -68,7 +69,7 @@ def percentile(values: list, q: float) -> float:
 async def one_request(client, args, sem: asyncio.Semaphore) -> dict:
     async with sem:
         start = time.perf_counter()
-        first, tokens = None, 0
+        first, tokens, arrivals = None, 0, []
         extra = {"ignore_eos": True} if args.ignore_eos else {}
         stream = await client.chat.completions.create(
             model=args.model, messages=[{"role": "user", "content": args.prompt}], max_tokens=args.max_tokens,
@@ -78,10 +79,12 @@ async def one_request(client, args, sem: asyncio.Semaphore) -> dict:
                 tokens = chunk.usage.completion_tokens
             for c in chunk.choices:
                 d = c.delta
-                if first is None and (d.content or getattr(d, "reasoning_content", None) or d.tool_calls):
-                    first = time.perf_counter()
+                if d.content or getattr(d, "reasoning_content", None) or d.tool_calls:
+                    arrivals.append(time.perf_counter())
+                    first = first or arrivals[-1]
         end = time.perf_counter()
-        return {"ttft": (first or end) - start, "latency": end - start, "tokens": tokens}
+        gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]  # inter-token latency, per streamed delta
+        return {"ttft": (first or end) - start, "latency": end - start, "tokens": tokens, "gaps": gaps}
 
 
 async def run(args) -> dict:
@@ -108,6 +111,7 @@ async def run(args) -> dict:
         print(f"warning: {len(errors)} of {len(results)} requests failed; first error: {errors[0]!r}",
               file=sys.stderr)
     out_tokens = sum(r["tokens"] for r in ok)
+    gaps = [g for r in ok for g in r["gaps"]]
     ms = lambda v: round(1000 * v, 1)  # noqa: E731
     return {"model": args.model, "requests": len(ok), "errors": len(errors), "concurrency": args.concurrency,
             "max_tokens": args.max_tokens, "duration_s": round(duration, 3),
@@ -116,7 +120,9 @@ async def run(args) -> dict:
             "ttft_ms_p50": ms(statistics.median(r["ttft"] for r in ok)),
             "ttft_ms_p99": ms(percentile([r["ttft"] for r in ok], 99)),
             "latency_ms_p50": ms(statistics.median(r["latency"] for r in ok)),
-            "latency_ms_p99": ms(percentile([r["latency"] for r in ok], 99))}
+            "latency_ms_p99": ms(percentile([r["latency"] for r in ok], 99)),
+            "itl_ms_p50": ms(statistics.median(gaps)) if gaps else None,
+            "itl_ms_p99": ms(percentile(gaps, 99)) if gaps else None}
 
 
 async def fairness(args) -> dict:

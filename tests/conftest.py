@@ -38,6 +38,8 @@ def token_cache_in_tmp(tmp_path_factory):
     """Stage runs write their token cache (dataset/token_cache.py) to a session folder, not into the checkout."""
     import os
     os.environ.setdefault("MINIMIND_TOKEN_CACHE", str(tmp_path_factory.mktemp("token_cache")))
+    # and compiled decode steps (model/compile_cache.py) to a session folder too
+    os.environ.setdefault("MINIMIND_COMPILE_CACHE", str(tmp_path_factory.mktemp("compile_cache")))
     yield
 
 

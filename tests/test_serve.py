@@ -739,6 +739,8 @@ def test_16_concurrent_streams_all_complete_correctly(client, server):
     for out, (_, _, field, expected) in zip(results, jobs):
         assert out[field] == expected
     assert server.health()["running_requests"] == 0 and server.health()["waiting_requests"] == 0
+    # which decode step serves: on the CPU the plain one, no background compile (issue 30: CUDA only)
+    assert server.health()["decode_compiled"] is False and server.health()["decode_compiling"] is False
 
 
 def stopped_after(server, rid_count_before: int) -> list:
@@ -853,6 +855,9 @@ def test_bench_serve_prints_one_json_line(server):
                 "latency_ms_p99"):
         assert stats[key] > 0
     assert stats["ttft_ms_p50"] <= stats["latency_ms_p50"] and stats["latency_ms_p50"] <= stats["latency_ms_p99"]
+    assert "itl_ms_p50" in stats and "itl_ms_p99" in stats  # inter-token latency (None: one delta per reply)
+    if stats["itl_ms_p50"] is not None:
+        assert 0 <= stats["itl_ms_p50"] <= stats["itl_ms_p99"] <= stats["latency_ms_p99"]
 
 
 def test_web_demo_lists_native_weights_transformers_folders_and_adapters(tmp_path):

@@ -108,7 +108,9 @@ async def health(host: ModelHost = Depends(get_host), settings: Settings = Depen
     if host.state != "ready":
         return JSONResponse({"status": host.state, "model": settings.served_model_name}, status_code=503)
     return {"status": "ok", "model": settings.served_model_name, "max_model_len": host.max_model_len,
-            "running_requests": host.worker.running_jobs, "waiting_requests": host.worker.waiting_jobs()}
+            "running_requests": host.worker.running_jobs, "waiting_requests": host.worker.waiting_jobs(),
+            # the torch.compile'd decode step is built in the background on CUDA and used from the next step on
+            "decode_compiled": host.worker.engine.compiled, "decode_compiling": host.worker.engine.background is not None}
 
 
 @router.get("/v1/models")
