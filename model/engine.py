@@ -99,11 +99,16 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, seen: Optional[tor
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+_SHIFTS: Dict[torch.device, torch.Tensor] = {}
+
+
 def unpack_token_bitmask(bits: torch.Tensor, vocab: int) -> torch.Tensor:
     """[rows, words] int32 bitmasks (token t allowed when bit t % 32 of word t // 32 is set, the layout llguidance
     and xgrammar fill) -> [rows, vocab] bool."""
-    shifts = torch.arange(32, device=bits.device, dtype=torch.int32)
-    return ((bits[:, :, None] >> shifts) & 1).bool().flatten(1)[:, :vocab]
+    shifts = _SHIFTS.get(bits.device)
+    if shifts is None:  # made once per device: on CUDA each small op is a kernel launch, paid every step
+        shifts = _SHIFTS[bits.device] = 1 << torch.arange(32, device=bits.device, dtype=torch.int32)
+    return (bits[:, :, None] & shifts).ne(0).flatten(1)[:, :vocab]
 
 
 @dataclass
@@ -726,7 +731,7 @@ class BatchDecoder:
         self.greedy = None
         logits = self.logits[:n].float()
         if masked is not None:  # outside any captured graph: the graph's logits buffer is read, never written
-            logits = logits.masked_fill(~masked, float("-inf"))
+            logits = torch.where(masked, logits, float("-inf"))
         if penalise:
             logits = apply_repetition_penalty(logits, self.seen[:n], self.penalty[:n, None])
         token = logits.argmax(-1)

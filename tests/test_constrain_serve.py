@@ -4,6 +4,7 @@ call and response_format json_object / json_schema always gives parseable, schem
 import argparse
 import json
 import subprocess
+import time
 
 import jsonschema
 import openai
@@ -116,7 +117,6 @@ def in_process(constrained: str):
 
 
 def wait_ready(client):
-    import time
     deadline = time.time() + 60
     while client.get("/health").status_code != 200:
         assert time.time() < deadline
@@ -133,6 +133,10 @@ def test_without_constraints_response_format_json_is_a_400_that_says_why():
         r = client.post("/v1/chat/completions", json={"messages": ASK, "max_tokens": 3,
                                                        "response_format": {"type": "text"}})
         assert r.status_code == 200
+        # unconstrained, a forced call the untrained model breaks is a 500 naming the problem, never text
+        r = client.post("/v1/chat/completions", json={"messages": ASK, "tools": TOOLS, "tool_choice": "required",
+                                                       "temperature": 0, "max_tokens": 20})
+        assert r.status_code == 500 and r.json()["error"]["code"] == "tool_call_invalid", r.text
 
 
 @needs_llguidance

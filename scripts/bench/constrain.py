@@ -14,11 +14,12 @@ scripts/bench_constrain.py is the command.
 import argparse
 import json
 import time
+from importlib.metadata import version
 
 import torch
 
 from model import constrain
-from model.engine import Engine, SamplingParams
+from model.engine import BatchDecoder, Engine, SamplingParams, unpack_token_bitmask
 from model.model_minimind import PRESETS, MiniMindConfig, MiniMindForCausalLM
 from trainer.trainer_utils import load_tokenizer
 
@@ -61,6 +62,34 @@ class Counting:
         return State()
 
 
+class ConstraintClock:
+    """Seconds spent in the engine's constraint code (masks, token feeding), measured inside the same runs as the
+    total: on a shared machine the load changes between runs, but a share of one run's time stays meaningful."""
+    NAMES = ("_constraint_masks", "_send_to_constraints", "_fed_tokens", "_feed_constraints")
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self.saved = {n: getattr(BatchDecoder, n) for n in self.NAMES}
+        for name, fn in self.saved.items():
+            setattr(BatchDecoder, name, self._timed(fn))
+        return self
+
+    def _timed(self, fn):
+        def wrapper(*args, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                self.seconds += time.perf_counter() - t0
+        return wrapper
+
+    def __exit__(self, *exc):
+        for name, fn in self.saved.items():
+            setattr(BatchDecoder, name, fn)
+
+
 def constraints(tokenizer) -> dict:
     vocab = constrain.vocabulary(tokenizer)
     return {"json_schema": constrain.json_constraint(vocab, TOOL["function"]["parameters"]),
@@ -79,29 +108,34 @@ def bench_decode(model, tokenizer, device, batch: int, new_tokens: int, repeats:
         params = SamplingParams(max_new_tokens=new_tokens, temperature=0, stop_ids=[], constraint=constraint)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = engine.generate([ids] * batch, params)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, out
+        with ConstraintClock() as clock:
+            start = time.perf_counter()
+            out = engine.generate([ids] * batch, params)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+        return seconds, clock.seconds, out
 
     for mode in modes:  # warm-up: graph capture, allocator, the grammar's first masks
         run(modes[mode])
     times = {m: [] for m in modes}
-    masked = {}
+    masked, share = {}, {m: [] for m in modes}
     for _ in range(repeats):  # interleaved, so a load change on a shared machine hits every mode alike
         for mode, c in modes.items():
             counted = Counting(c) if c is not None else None
-            seconds, out = run(counted)
+            seconds, in_constraints, out = run(counted)
             times[mode].append(seconds)
+            share[mode].append(in_constraints / seconds)
             masked[mode] = counted.masked / (batch * new_tokens) if counted else 0.0
     free = min(times["free"]) / new_tokens
     for mode in modes:
         per_token = min(times[mode]) / new_tokens
+        # overhead: fastest constrained run against the fastest free run (noisy on a loaded machine);
+        # constraint_share: the median share of a run's time spent in the constraint code itself
         emit(bench="constrained_decode", mode=mode, device=str(device), dtype=str(next(model.parameters()).dtype),
              batch=batch, new_tokens=new_tokens, repeats=repeats, per_token_ms=round(per_token * 1e3, 4),
-             overhead=round(per_token / free - 1, 4), masked_fraction=round(masked[mode], 3),
-             cuda_graphs=engine.cuda_graphs, compiled=engine.compiled)
+             overhead=round(per_token / free - 1, 4), constraint_share=round(sorted(share[mode])[len(share[mode]) // 2], 4),
+             masked_fraction=round(masked[mode], 3), cuda_graphs=engine.cuda_graphs, compiled=engine.compiled)
 
 
 def bench_libraries(tokenizer, repeats: int) -> None:
@@ -110,7 +144,9 @@ def bench_libraries(tokenizer, repeats: int) -> None:
     tokens = tokenizer(CALL_TEXT)["input_ids"]
     vocab_size = len(tokenizer)
 
-    def timed(name, start_fn):
+    def timed(name, start_fn, bits):
+        """Best of `repeats` runs of mask + advance over the tokens, then one checked run: every token of the call
+        accepted, and the mean number of allowed tokens per step (the libraries should agree on it)."""
         best = None
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -122,8 +158,16 @@ def bench_libraries(tokenizer, repeats: int) -> None:
                 advance(state, t)
             per = (time.perf_counter() - t0) / len(tokens)
             best = per if best is None else min(best, per)
+        state, fill, advance = start_fn()
+        accepted, allowed = 0, 0
+        for t in tokens:
+            bits.zero_()
+            fill(state)
+            allowed += int(unpack_token_bitmask(bits, vocab_size).sum())
+            accepted += advance(state, t) is not False
         emit(bench="constraint_library", library=name, tokens=len(tokens), mask_and_advance_us=round(best * 1e6, 1),
-             matcher_setup_ms=round(setup * 1e3, 3))
+             matcher_setup_ms=round(setup * 1e3, 3), tokens_accepted=accepted,
+             allowed_per_step=round(allowed / len(tokens), 1))
 
     if constrain.available():
         import llguidance
@@ -131,11 +175,11 @@ def bench_libraries(tokenizer, repeats: int) -> None:
         vocab = constrain.vocabulary(tokenizer)
         t0 = time.perf_counter()
         grammar = constrain.Grammar(vocab, "start: " + constrain._json_rule(schema) + "\n")
-        emit(bench="constraint_library", library="llguidance", version=llguidance.__version__ if hasattr(
-            llguidance, "__version__") else None, compile_ms=round((time.perf_counter() - t0) * 1e3, 2))
+        emit(bench="constraint_library", library="llguidance", version=version("llguidance"),
+             compile_ms=round((time.perf_counter() - t0) * 1e3, 2))
         bits = torch.zeros(1, (vocab_size + 31) // 32, dtype=torch.int32)
         timed("llguidance", lambda: (grammar.matcher(), lambda m: llguidance.torch.fill_next_token_bitmask(m, bits, 0),
-                                     lambda m, t: m.consume_token(t)))
+                                     lambda m, t: m.consume_token(t)), bits)
     try:
         import xgrammar
     except ImportError:
@@ -145,26 +189,27 @@ def bench_libraries(tokenizer, repeats: int) -> None:
         t0 = time.perf_counter()
         compiled = xgrammar.GrammarCompiler(info).compile_json_schema(
             json.dumps(schema), any_whitespace=False, separators=(", ", ": "))
-        emit(bench="constraint_library", library="xgrammar", version=xgrammar.__version__,
+        emit(bench="constraint_library", library="xgrammar", version=version("xgrammar"),
              compile_ms=round((time.perf_counter() - t0) * 1e3, 2))
         bits = xgrammar.allocate_token_bitmask(1, vocab_size)
         timed("xgrammar", lambda: (xgrammar.GrammarMatcher(compiled), lambda m: m.fill_next_token_bitmask(bits, 0),
-                                   lambda m, t: m.accept_token(t)))
+                                   lambda m, t: m.accept_token(t)), bits)
     try:
         import outlines_core
     except ImportError:
         emit(bench="constraint_library", library="outlines-core", error="not installed")
     else:
         t0 = time.perf_counter()
-        regex = outlines_core.json_schema.build_regex_from_schema(json.dumps(schema), r"(?:)")
+        regex = outlines_core.json_schema.build_regex_from_schema(json.dumps(schema), r" ?")  # ", " / ": " spacing
         index = outlines_core.Index(regex, outlines_core.Vocabulary.from_pretrained_tokenizer(tokenizer)
                                     if hasattr(outlines_core.Vocabulary, "from_pretrained_tokenizer") else
                                     _outlines_vocabulary(outlines_core, tokenizer))
-        emit(bench="constraint_library", library="outlines-core", compile_ms=round((time.perf_counter() - t0) * 1e3, 2))
+        emit(bench="constraint_library", library="outlines-core", version=version("outlines-core"),
+             compile_ms=round((time.perf_counter() - t0) * 1e3, 2))
         bits = torch.zeros(1, (vocab_size + 31) // 32, dtype=torch.int32)
         timed("outlines-core", lambda: (outlines_core.Guide(index),
                                         lambda g: g.write_mask_into(bits.data_ptr(), bits.numel(), 4),
-                                        lambda g, t: g.advance(t, return_tokens=False)))
+                                        lambda g, t: g.advance(t, return_tokens=False)), bits)
 
 
 def _outlines_vocabulary(outlines_core, tokenizer):
