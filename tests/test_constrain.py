@@ -9,7 +9,9 @@ import torch
 
 from model import constrain
 from model.engine import Engine, SamplingParams, unpack_token_bitmask
+from scripts.evals.tool_call import EngineBackend
 from tests.test_model import tiny_model
+from tests.test_serve import BROKEN, WEATHER_TOOL, train_tiny_model
 from trainer.trainer_utils import load_tokenizer
 
 pytestmark = pytest.mark.skipif(not constrain.available(), reason="llguidance is not installed")
@@ -249,3 +251,16 @@ def test_missing_library_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(constrain, "llguidance", None)
     with pytest.raises(constrain.UserError, match="pip install llguidance"):
         constrain.require("response_format")
+
+
+@pytest.mark.slow  # trains the memorising tiny model of tests/test_serve.py (seconds)
+def test_eval_tool_call_constrained_scores_the_repaired_call(tokenizer):
+    """scripts/eval_tool_call.py --constrained 1: the model that memorised a broken call (tests/test_serve.py) is
+    scored with an invalid block without constraints and with a valid get_weather call with them."""
+    model = train_tiny_model(tokenizer)
+    replies = {}
+    for constrained in (False, True):
+        backend = EngineBackend(model, tokenizer, 40, 0.0, 1.0, 4, constrained)
+        (replies[constrained],) = backend.replies([(BROKEN, [WEATHER_TOOL])])
+    assert replies[False].invalid_blocks == 1 and not replies[False].calls
+    assert replies[True].invalid_blocks == 0 and [c["name"] for c in replies[True].calls] == ["get_weather"]
