@@ -179,6 +179,25 @@ def test_auto_tool_choice_is_free_until_the_model_opens_a_call(model, tokenizer,
 
 
 @pytest.mark.slow  # sampling many rows of an untrained model
+def test_tools_with_response_format_give_that_json_or_calls(model, tokenizer, vocab):
+    """tool_choice auto with response_format json_schema: the whole reply is either the schema's JSON or calls."""
+    schema = SCHEMAS["enum_and_integer"]
+    constraint = constrain.tool_call_constraint(vocab, tokenizer, TOOLS, "auto", answer_schema=schema)
+    kinds = set()
+    for c in sample(model, constraint, seeds=range(8), max_new=120):
+        text = tokenizer.decode(c.token_ids)
+        if text.startswith("<tool_call>"):
+            kinds.add("calls")
+            closed = text if c.finish_reason == "stop" else text[:text.rindex("</tool_call>") + 12]
+            assert all(call["name"] in ("get_weather", "add") for call in _calls(closed)), text
+        else:
+            kinds.add("json")
+            assert c.finish_reason == "stop", text
+            jsonschema.validate(json.loads(text), schema)
+    assert kinds == {"calls", "json"}  # these seeds give both (the test would pass vacuously with one)
+
+
+@pytest.mark.slow  # sampling many rows of an untrained model
 def test_free_rows_decode_the_same_next_to_constrained_rows(model, tokenizer, vocab):
     """Mixed batch: greedy and seeded free rows get the tokens they get alone; constrained rows stay valid."""
     engine = Engine(model, eos_token_id=2)
