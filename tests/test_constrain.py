@@ -9,6 +9,7 @@ import torch
 
 from model import constrain
 from model.engine import Engine, SamplingParams, unpack_token_bitmask
+from scripts.bench import constrain as bench_constrain
 from scripts.evals.tool_call import EngineBackend
 from tests.test_model import tiny_model
 from tests.test_serve import BROKEN, WEATHER_TOOL, train_tiny_model
@@ -283,3 +284,16 @@ def test_eval_tool_call_constrained_scores_the_repaired_call(tokenizer):
         (replies[constrained],) = backend.replies([(BROKEN, [WEATHER_TOOL])])
     assert replies[False].invalid_blocks == 1 and not replies[False].calls
     assert replies[True].invalid_blocks == 0 and [c["name"] for c in replies[True].calls] == ["get_weather"]
+
+
+@pytest.mark.slow  # decodes four modes on a random tiny model
+def test_bench_constrain_prints_one_json_line_per_result(capsys):
+    bench_constrain.run(bench_constrain.build_parser().parse_args(
+        ["--device", "cpu", "--preset", "tiny", "--repeats", "1", "--new_tokens", "8"]))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    check = lines[0]
+    assert check["check"] == "constrained_outputs_valid" and check["valid"] == check["stopped"] > 0
+    modes = {r["mode"]: r for r in lines[1:]}
+    assert set(modes) == {"free", "json_schema", "tool_required", "tool_auto"}
+    assert modes["json_schema"]["masked_fraction"] > 0 and modes["tool_auto"]["masked_fraction"] == 0
+    assert all(r["per_token_ms"] > 0 and 0 <= r["constraint_share"] < 1 for r in modes.values())

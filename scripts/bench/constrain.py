@@ -138,6 +138,38 @@ def bench_decode(model, tokenizer, device, batch: int, new_tokens: int, repeats:
              masked_fraction=round(masked[mode], 3), cuda_graphs=engine.cuda_graphs, compiled=engine.compiled)
 
 
+def check_outputs(model, tokenizer, device) -> None:
+    """On this device's decode path (CUDA graphs, sync_every 8 on CUDA): sampled rows under the tool-call and
+    JSON-schema constraints end in valid output; one `check` line with the counts."""
+    engine = Engine(model, eos_token_id=tokenizer.eos_token_id)
+    # bounded strings and numbers: an untrained model would otherwise write one string until the budget ends
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 4},
+                                               "days": {"type": "integer", "minimum": 1, "maximum": 9},
+                                               "mode": TOOL["function"]["parameters"]["properties"]["mode"]},
+              "required": ["city", "days", "mode"]}
+    tool = {"type": "function", "function": {"name": "plan_trip", "parameters": schema}}
+    vocab = constrain.vocabulary(tokenizer)
+    found = {"json_schema": constrain.json_constraint(vocab, schema),
+             "tool_required": constrain.tool_call_constraint(vocab, tokenizer, [tool], "required", parallel=False)}
+    prompt = tokenizer("<|im_start|>user\n杭州<|im_end|>\n<|im_start|>assistant\n<tool_call>\n")["input_ids"]
+    params = [SamplingParams(max_new_tokens=256, temperature=1.0, seed=s, constraint=found[m])
+              for m in ("json_schema", "tool_required") for s in range(4)]
+    valid = stopped = 0
+    for i, c in enumerate(engine.generate([prompt] * len(params), params)):
+        if c.finish_reason != "stop":
+            continue  # an untrained model may write a JSON number's digits until the budget ends
+        stopped += 1
+        text = tokenizer.decode(c.token_ids)
+        try:
+            value = json.loads(text if i < 4 else text.split("</tool_call>")[0])
+            valid += (value["name"] == "plan_trip") if i >= 4 else isinstance(value, dict) and set(
+                schema["required"]) <= set(value)
+        except (ValueError, KeyError, TypeError):
+            pass
+    emit(check="constrained_outputs_valid", device=str(device), rows=len(params), stopped=stopped, valid=valid,
+         cuda_graphs=engine.cuda_graphs, compiled=engine.compiled)
+
+
 def bench_libraries(tokenizer, repeats: int) -> None:
     """Mask + advance per token for each installed library, over CALL_TEXT's tokens under the call's schema."""
     schema = constrain.call_schema([TOOL])
@@ -264,4 +296,5 @@ def run(args) -> None:
     model = MiniMindForCausalLM(MiniMindConfig(**PRESETS[args.preset])).to(device).eval()
     if device.type == "cuda":
         model = model.to(torch.bfloat16)
+    check_outputs(model, tokenizer, device)
     bench_decode(model, tokenizer, device, args.batch, args.new_tokens, args.repeats)
