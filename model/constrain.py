@@ -73,6 +73,12 @@ def token_id(tokenizer, text: str) -> int:
     return ids[0]
 
 
+def has_tool_tags(tokenizer) -> bool:
+    """Whether `<tool_call>` and `</tool_call>` are single tokens (ours are; another tokenizer may split them, and
+    then tool calls cannot be constrained, only response_format)."""
+    return all(len(tokenizer(t, add_special_tokens=False)["input_ids"]) == 1 for t in (TOOL_CALL, END_TOOL_CALL))
+
+
 # ------------------------------------------------------------------------------------------------- grammars
 
 class Grammar:

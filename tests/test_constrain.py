@@ -297,3 +297,11 @@ def test_bench_constrain_prints_one_json_line_per_result(capsys):
     assert set(modes) == {"free", "json_schema", "tool_required", "tool_auto"}
     assert modes["json_schema"]["masked_fraction"] > 0 and modes["tool_auto"]["masked_fraction"] == 0
     assert all(r["per_token_ms"] > 0 and 0 <= r["constraint_share"] < 1 for r in modes.values())
+
+
+def test_a_tokenizer_that_splits_the_tags_is_detected(tokenizer):
+    assert constrain.has_tool_tags(tokenizer)
+    split = lambda text, add_special_tokens=False: {"input_ids": [1] * len(text)}  # noqa: E731
+    assert not constrain.has_tool_tags(split)
+    with pytest.raises(constrain.UserError, match="no single token"):
+        constrain.token_id(split, "<tool_call>")

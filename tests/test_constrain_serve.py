@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from model import constrain
 from model.model_minimind import MiniMindForCausalLM
-from scripts.serve import api
+from scripts.serve import api, protocol
 from scripts.serve.worker import Job
 from tests.test_serve import start_server, stream_reply, tiny_config
 from trainer.trainer_utils import load_tokenizer, save_weights
@@ -147,6 +147,10 @@ def test_malformed_response_format_and_unknown_types_are_400s():
                           ({"type": "xml"}, "not one of")]:
             r = client.post("/v1/chat/completions", json={"messages": ASK, "response_format": fmt})
             assert r.status_code == 400 and text in r.json()["error"]["message"], r.text
+        bad_tool = {"type": "function", "function": {"name": "f", "parameters": {"$ref": "#/$defs/nowhere"}}}
+        r = client.post("/v1/chat/completions", json={"messages": ASK, "tools": [bad_tool]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "tools", r.text
+        assert "cannot be compiled" in r.json()["error"]["message"]
         r = client.post("/v1/chat/completions", json={"messages": ASK, "max_tokens": 60, "temperature": 0,
                                                        "response_format": {"type": "json_schema", "json_schema": {
                                                            "name": "m", "schema": ANSWER}}})
@@ -160,6 +164,18 @@ def test_constrained_on_without_the_library_stops_the_server(monkeypatch):
         api.constraint_vocabulary("on", None)
     vocab, why = api.constraint_vocabulary("auto", None)
     assert vocab is None and "not installed" in why
+
+
+@needs_llguidance
+def test_the_same_tools_compile_once():
+    tokenizer = load_tokenizer()
+    vocab = constrain.vocabulary(tokenizer)
+    req = protocol.ChatCompletionRequest(messages=ASK, tools=TOOLS, tool_choice="required")
+    tools = [t.model_dump(exclude_none=True) for t in req.tools]
+    first = protocol.request_constraint(req, tokenizer, vocab, tools, "")
+    assert protocol.request_constraint(req, tokenizer, vocab, tools, "") is first
+    other = protocol.ChatCompletionRequest(messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False)
+    assert protocol.request_constraint(other, tokenizer, vocab, tools, "") is not first
 
 
 def test_a_resumed_choice_replays_its_tokens_into_its_grammar():

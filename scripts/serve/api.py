@@ -64,6 +64,7 @@ class ModelHost:
         self.state, self.error = "loading", None
         self.tokenizer, self.worker, self.max_model_len = None, None, None
         self.vocab, self.why_unconstrained = None, "--constrained off"  # llguidance's view of the tokenizer
+        self.constrain_tools = False  # the tokenizer holds <tool_call> / </tool_call> as single tokens
 
     def start(self) -> None:
         threading.Thread(target=self._load, name="minimind-loader", daemon=True).start()
@@ -77,6 +78,10 @@ class ModelHost:
                 raise UserError(f"--max_model_len {max_len} exceeds the model's max_position_embeddings {limit}")
             engine = Engine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
             self.vocab, self.why_unconstrained = constraint_vocabulary(self.settings.constrained, tokenizer)
+            self.constrain_tools = self.vocab is not None and constrain.has_tool_tags(tokenizer)
+            if self.vocab is not None and not self.constrain_tools:
+                log.warning("the tokenizer splits <tool_call> into several tokens: tool calls are not constrained "
+                            "(response_format still is)")
             self.worker = BatchWorker(engine, self.settings.max_batch_size, max_len)
             self.worker.prepare()
             self.worker.start()
@@ -149,13 +154,13 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, host: M
                            settings: Settings = Depends(get_settings)):
     reject_unsupported(req)
     check_model_name(req, settings)
-    tools, parse_tools, prefill = tool_plan(req, host.vocab is not None)
+    tools, parse_tools, prefill = tool_plan(req, host.constrain_tools)
     check_prompt_size(req, settings.max_prompt_chars or 16 * host.max_model_len)
     tokenizer = host.tokenizer
     # templating + tokenization take ~1 s per MB of text, compiling a grammar milliseconds: in a thread, so
     # /health and other requests keep answering
-    constraint = await asyncio.to_thread(request_constraint, req, tokenizer, host.vocab, tools,
-                                         host.why_unconstrained)
+    constraint = await asyncio.to_thread(request_constraint, req, tokenizer, host.vocab,
+                                         tools if host.constrain_tools else None, host.why_unconstrained)
     prompt_ids = await asyncio.to_thread(render_prompt, tokenizer, req, tools, prefill)
     n_prompt = len(prompt_ids)
     max_tokens = completion_budget(req, n_prompt, host.max_model_len)

@@ -9,6 +9,7 @@ up to 780 MB) before it got its 400.
 """
 import json
 import logging
+import threading
 from typing import Any, Dict, List, Literal, Optional, Union
 
 from fastapi.exceptions import RequestValidationError
@@ -263,15 +264,35 @@ def request_constraint(req: ChatCompletionRequest, tokenizer, vocab, tools, why_
                                 f"which this server runs without ({why_off})", param="response_format")
         return None
     choice = req.tool_choice
+    if not tools and answer is None:
+        return None
+    name = "auto" if choice in (None, "auto") else "required" if choice == "required" else choice.function.name
+    parallel = req.parallel_tool_calls is not False
+    # the same tools and schema come with every request of an agent's loop: compile once (7-12 ms each)
+    key = json.dumps([tools, name, parallel, answer], sort_keys=True, ensure_ascii=False)
+    with _COMPILED_LOCK:  # requests compile in worker threads (asyncio.to_thread)
+        cached = _COMPILED.get(key)
+    if cached is not None:
+        return cached
     try:
         if not tools:
-            return constrain.json_constraint(vocab, answer) if answer is not None else None
-        if choice in (None, "auto"):
-            return constrain.tool_call_constraint(vocab, tokenizer, tools, "auto", answer_schema=answer)
-        name = "required" if choice == "required" else choice.function.name
-        return constrain.tool_call_constraint(vocab, tokenizer, tools, name, req.parallel_tool_calls is not False)
+            made = constrain.json_constraint(vocab, answer)
+        elif name == "auto":
+            made = constrain.tool_call_constraint(vocab, tokenizer, tools, "auto", answer_schema=answer)
+        else:
+            made = constrain.tool_call_constraint(vocab, tokenizer, tools, name, parallel)
     except constrain.GrammarError as e:
         raise APIError(400, str(e), param="response_format" if answer is not None and not tools else "tools")
+    with _COMPILED_LOCK:
+        if len(_COMPILED) >= COMPILED_CACHE:
+            _COMPILED.pop(next(iter(_COMPILED)))  # the oldest first
+        _COMPILED[key] = made
+    return made
+
+
+COMPILED_CACHE = 64  # compiled constraints kept: the tool sets and schemas of the clients seen most recently
+_COMPILED: Dict[str, Any] = {}
+_COMPILED_LOCK = threading.Lock()
 
 
 def completion_budget(req: ChatCompletionRequest, n_prompt: int, max_len: int) -> int:
