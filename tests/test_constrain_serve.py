@@ -167,6 +167,14 @@ def test_constrained_on_without_the_library_stops_the_server(monkeypatch):
 
 
 @needs_llguidance
+def test_a_tokenizer_llguidance_cannot_read_turns_constraints_off_or_stops_the_server():
+    vocab, why = api.constraint_vocabulary("auto", object())
+    assert vocab is None and "cannot read this tokenizer" in why
+    with pytest.raises(constrain.UserError, match="--constrained on: llguidance cannot read"):
+        api.constraint_vocabulary("on", object())
+
+
+@needs_llguidance
 def test_the_same_tools_compile_once():
     tokenizer = load_tokenizer()
     vocab = constrain.vocabulary(tokenizer)

@@ -110,7 +110,14 @@ def constraint_vocabulary(setting: str, tokenizer) -> tuple:
         log.warning("llguidance is not installed: tool calls are not constrained and response_format json is "
                     "refused; %s", constrain.INSTALL_HINT)
         return None, f"llguidance is not installed: {constrain.INSTALL_HINT}"
-    return constrain.vocabulary(tokenizer), ""
+    try:
+        return constrain.vocabulary(tokenizer), ""
+    except Exception as e:  # llguidance reads a Hugging Face fast tokenizer; another object cannot be constrained
+        why = f"llguidance cannot read this tokenizer ({type(e).__name__}: {e})"
+        if setting == "on":
+            raise UserError(f"--constrained on: {why}") from None
+        log.warning("constrained decoding is off: %s", why)
+        return None, why
 
 
 # ------------------------------------------------------------------------------------------------------ routes
