@@ -56,6 +56,9 @@ class SamplingParams:
     repetition_penalty: float = 1.0  # > 1 discourages tokens already in the prompt or the output
     stop_ids: Optional[Sequence[int]] = None  # default: the model's eos id
     seed: Optional[int] = None
+    # grammar-constrained decoding (model/constrain.py): an object whose start() gives each row its own state, with
+    # needs_mask(), fill(bitmask, index) and consume(token_id); None decodes freely
+    constraint: Optional[object] = None
 
 
 @dataclass
@@ -104,6 +107,18 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, seen: Optional[tor
         return logits.argmax(-1)
     logits = filter_top_k_top_p(logits / params.temperature, params.top_k, params.top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+_SHIFTS: Dict[torch.device, torch.Tensor] = {}
+
+
+def unpack_token_bitmask(bits: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[rows, words] int32 bitmasks (token t allowed when bit t % 32 of word t // 32 is set, the layout llguidance
+    and xgrammar fill) -> [rows, vocab] bool."""
+    shifts = _SHIFTS.get(bits.device)
+    if shifts is None:  # made once per device: on CUDA each small op is a kernel launch, paid every step
+        shifts = _SHIFTS[bits.device] = 1 << torch.arange(32, device=bits.device, dtype=torch.int32)
+    return (bits[:, :, None] & shifts).ne(0).flatten(1)[:, :vocab]
 
 
 @dataclass
@@ -301,6 +316,8 @@ class _Row:
     max_new: int
     produced: int = 0
     done: bool = False  # a stop id came while tokens stayed on the device (not yielded past it)
+    constraint: Optional[object] = None  # this row's grammar state (SamplingParams.constraint.start())
+    fed_step: int = -1  # the last step of the current chunk whose token the constraint has consumed
 
 
 @dataclass
@@ -364,6 +381,9 @@ class BatchDecoder:
         self._graph_pool = None
         self._sample_plan = None
         self.greedy: Optional[torch.Tensor] = None  # [2, rows] tokens and stop flags the decode step computed
+        self._bitmask: Optional[torch.Tensor] = None  # [max_rows, ceil(vocab / 32)] int32 allowed-token bits (host)
+        self._fed: Optional[tuple] = None  # the last step's tokens on their way to the host, for the constraints
+        self._host_fed: Optional[tuple] = None  # (pinned [max_rows, 2] tokens and stop flags, its CUDA event)
 
     # ------------------------------------------------------------------------------------------ adding rows
 
@@ -390,6 +410,7 @@ class BatchDecoder:
         self.rows, self.starts, self.queue, self.ready = [], [], [], []
         self.groups, self.cancelled, self.forward_rows = {}, set(), []
         self.T = self.pending = self._next_id = self._next_group = 0  # row ids count from 0 per use
+        self._fed = None
         self.start.zero_()
         self.pos.zero_()
         self.token.zero_()
@@ -476,6 +497,10 @@ class BatchDecoder:
                 self._decode_forward()
             if i == 0:
                 self._join()
+            elif self._fed is not None:
+                # the previous step's tokens, read while this step's forward runs (CUDA): constrained rows need them
+                # for their next mask, so a constrained batch reads one small copy per step, not per chunk
+                self._feed_constraints(self._fed_tokens(), i - 1)
             chunk.append(self._sample())
         self._read_back(chunk, ended)
 
@@ -686,7 +711,9 @@ class BatchDecoder:
                 self.stop[sl, torch.tensor(stop_ids, device=self.device)] = True
             if params.repetition_penalty != 1.0 and self.seen is None:
                 self.seen = torch.zeros(self.max_rows, self.vocab, dtype=torch.bool, device=self.device)
-            self.rows += [_Row(i, group, params.max_new_tokens) for i in ids]
+            self.rows += [_Row(i, group, params.max_new_tokens,
+                               constraint=params.constraint.start() if params.constraint is not None else None)
+                          for i in ids]
             b += len(ids)
         if self.seen is not None:
             self.seen[rows] = False
@@ -716,14 +743,17 @@ class BatchDecoder:
         """Sample every row's next token (on the device); returns (tokens, stopped) for the host read."""
         n = len(self.rows)
         draws, penalise, filtered = self._plan()
-        if self.greedy is not None and not draws and not penalise and self.greedy.shape[1] == n:
+        masked = self._constraint_masks(n)
+        if self.greedy is not None and not draws and not penalise and masked is None and self.greedy.shape[1] == n:
             token, stopped = self.greedy.clone()  # every row greedy: the decode step picked and wrote them (a
             self.greedy = None  # copy: the graph's output buffer is rewritten by the next replay in this chunk)
             if self.seen is not None:
                 self.seen[torch.arange(n, device=self.device), token] = True
-            return token, stopped
+            return self._send_to_constraints(token, stopped)
         self.greedy = None
         logits = self.logits[:n].float()
+        if masked is not None:  # outside any captured graph: the graph's logits buffer is read, never written
+            logits = torch.where(masked, logits, float("-inf"))
         if penalise:
             logits = apply_repetition_penalty(logits, self.seen[:n], self.penalty[:n, None])
         token = logits.argmax(-1)
@@ -737,13 +767,75 @@ class BatchDecoder:
         self.token[:n] = token
         if self.seen is not None:
             self.seen[torch.arange(n, device=self.device), token] = True
-        return token, self.stop[:n].gather(1, token[:, None]).squeeze(1)
+        return self._send_to_constraints(token, self.stop[:n].gather(1, token[:, None]).squeeze(1))
+
+    # ------------------------------------------------------------------------------------------ constraints
+
+    def _constraint_masks(self, n: int) -> Optional[torch.Tensor]:
+        """[n, vocab] allowed tokens when some row's grammar restricts this step, else None (no cost).
+
+        Each constrained row's state fills its bits on the host (llguidance: tens of microseconds for this 6400-token
+        vocabulary); one copy moves them to the device, where they become a boolean mask. Free rows keep every token,
+        so a free row samples exactly what it would without constrained neighbours."""
+        rows = [b for b, r in enumerate(self.rows[:n]) if r.constraint is not None and not r.done
+                and r.constraint.needs_mask()]
+        if not rows:
+            return None
+        words = (self.vocab + 31) // 32
+        if self._bitmask is None:
+            self._bitmask = torch.empty(self.max_rows, words, dtype=torch.int32,
+                                        pin_memory=self.device.type == "cuda")
+        bits = self._bitmask[:n]
+        bits.fill_(-1)  # all 32 bits set: every token allowed
+        for b in rows:
+            self.rows[b].constraint.fill(bits, b)
+        return unpack_token_bitmask(bits.to(self.device, non_blocking=True), self.vocab)
+
+    def _send_to_constraints(self, token: torch.Tensor, stopped: torch.Tensor) -> tuple:
+        """Start copying the step's tokens to the host when a row has a grammar; `_feed_constraints` reads them."""
+        self._fed = None
+        if any(r.constraint is not None and not r.done for r in self.rows):
+            if self.device.type == "cuda":  # non-blocking into pinned memory: the next forward is queued meanwhile
+                if self._host_fed is None:  # one buffer is enough: it is read before the next step writes it
+                    self._host_fed = (torch.empty(self.max_rows, 2, dtype=torch.long, pin_memory=True),
+                                      torch.cuda.Event())
+                buf, event = self._host_fed
+                n = token.shape[0]
+                buf[:n].copy_(torch.stack((token, stopped.long()), 1), non_blocking=True)
+                event.record()
+                self._fed = (buf[:n, 0], buf[:n, 1], event)
+            else:
+                self._fed = (token, stopped, None)
+        return token, stopped
+
+    def _fed_tokens(self) -> tuple:
+        host, stops, event = self._fed
+        if event is not None:
+            event.synchronize()
+        return host.tolist(), stops.tolist()
+
+    def _feed_constraints(self, read: tuple, step: int) -> None:
+        """Advance each constrained row's grammar by its token of chunk step `step` (once per row and step)."""
+        tokens, stops = read
+        self._fed = None
+        for b, r in enumerate(self.rows):
+            if r.constraint is None or r.done or b >= len(tokens) or r.fed_step >= step:
+                continue
+            r.fed_step = step
+            if stops[b]:
+                r.constraint = None  # the row ends here; nothing more to constrain
+            else:
+                r.constraint.consume(tokens[b])
 
     def _read_back(self, chunk: list, ended: list) -> None:
         """One host read for the chunk's steps; turn them into Steps, ending rows at stop ids and budgets."""
         tokens = torch.stack([t for t, _ in chunk], 1)
         stops = torch.stack([s for _, s in chunk], 1)
         tokens, stops = tokens.tolist(), stops.tolist()  # the one host sync per chunk
+        if self._fed is not None:  # the chunk's last step (earlier ones were fed inside the chunk)
+            self._feed_constraints(([t[-1] for t in tokens], [s[-1] for s in stops]), len(chunk) - 1)
+        for r in self.rows:
+            r.fed_step = -1
         for i in range(len(chunk)):
             out = Step(finished=ended if i == 0 else [])
             for b, r in enumerate(self.rows):
@@ -1012,19 +1104,22 @@ class Engine:
                              f"{self.model.config.max_position_embeddings}")
         return BatchDecoder(self, max_rows, max_len, self.sync_every, self.cuda_graphs)
 
-    def stream(self, prompts: Sequence[Sequence[int]], params: Optional[SamplingParams] = None,
-               num_samples: int = 1) -> Decoding:
+    def stream(self, prompts: Sequence[Sequence[int]], params=None, num_samples: int = 1) -> Decoding:
         """Decode every prompt (num_samples rows each; row r belongs to prompt r // num_samples), one `Step` per
         decoding step, until every row has finished; each row's end comes as a (row, reason) in `Step.finished`.
+        `params`: one SamplingParams for all, or a list with one per prompt (e.g. each with its own constraint).
         """
-        params = params or SamplingParams()
+        each = list(params) if isinstance(params, (list, tuple)) else [params or SamplingParams()] * len(prompts)
+        if len(each) != len(prompts):
+            raise ValueError(f"{len(each)} SamplingParams for {len(prompts)} prompts: give one, or one per prompt")
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         longest = max(len(p) for p in prompts)
-        if longest + params.max_new_tokens > self.model.config.max_position_embeddings:
-            raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
+        budget = max(p.max_new_tokens for p in each)
+        if longest + budget > self.model.config.max_position_embeddings:
+            raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({budget}) exceeds "
                              f"max_position_embeddings {self.model.config.max_position_embeddings}")
-        rows, need = len(prompts) * num_samples, longest + params.max_new_tokens
+        rows, need = len(prompts) * num_samples, longest + budget
         if self.cuda_graphs:  # reuse a decoder (its cache and captured graphs) per power-of-two shape bucket
             limit = self.model.config.max_position_embeddings
             # at least 2 rows of buffers: a 1-row buffer is a shape of its own to torch.compile (size-1
@@ -1036,11 +1131,15 @@ class Engine:
             decoder.reset()
         else:
             decoder = BatchDecoder(self, max(rows, 2), need, self.sync_every, False)
-        decoder.add(prompts, params, num_samples)
+        if isinstance(params, (list, tuple)):  # one add() per prompt; rows keep prompt-major order
+            for prompt, p in zip(prompts, each):
+                decoder.add([prompt], p, num_samples)
+        else:
+            decoder.add(prompts, each[0], num_samples)
         return Decoding(decoder)
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: Optional[SamplingParams] = None,
-                 num_samples: int = 1, on_token: Optional[Callable[[int, int], None]] = None) -> list:
+    def generate(self, prompts: Sequence[Sequence[int]], params=None, num_samples: int = 1,
+                 on_token: Optional[Callable[[int, int], None]] = None) -> list:
         """Run `stream` to the end and return one Completion per row (prompt-major order).
 
         `on_token(row, token_id)` is called for each produced token, for streaming output.

@@ -26,13 +26,14 @@ import re
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Optional
 
 from dataset.lm_dataset import parse_chat_record
 from model.chat_protocol import parse_tool_call, read_questions
 from model.checkpoint import add_model_args, atomic_write_text, load_model
+from model import constrain
 from model.engine import Engine, SamplingParams
 from model.runtime import UserError, repo_path
 from scripts.evals import bfcl
@@ -216,8 +217,11 @@ def openai_messages(messages: list) -> list:
 class EngineBackend:
     """Native weights through the shared Engine; one batched generate per round over all unfinished cases."""
 
-    def __init__(self, model, tokenizer, max_new_tokens: int, temperature: float, top_p: float, batch_size: int):
+    def __init__(self, model, tokenizer, max_new_tokens: int, temperature: float, top_p: float, batch_size: int,
+                 constrained: bool = False):
         self.tokenizer = tokenizer
+        # --constrained: every <tool_call> the model opens is a valid call of an offered tool (model/constrain.py)
+        self.vocab = constrain.vocabulary(tokenizer) if constrained else None
         self.engine = Engine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
         # seed 0: with --temperature > 0 a rerun of the same weights gives the same score
         self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=0)
@@ -243,7 +247,11 @@ class EngineBackend:
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             t0 = time.perf_counter()
-            done = self.engine.generate([ids for _, ids in chunk], self.params)
+            params = self.params
+            if self.vocab is not None:  # one grammar per case: each case offers its own tools
+                params = [replace(self.params, constraint=constrain.tool_call_constraint(
+                    self.vocab, self.tokenizer, convs[i][1]) if convs[i][1] else None) for i, _ in chunk]
+            done = self.engine.generate([ids for _, ids in chunk], params)
             seconds = (time.perf_counter() - t0) / len(chunk)
             for (i, _), comp in zip(chunk, done):
                 r = parse_reply_text(self.tokenizer.decode(comp.token_ids, skip_special_tokens=True))
@@ -503,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--temperature", type=float, default=0.0, help="0 = 贪心（可复现）/ 0 = greedy, reproducible")
     add("--top_p", type=float, default=1.0, help="nucleus 采样阈值 / nucleus sampling mass")
     add("--batch_size", type=int, default=32, help="本地权重一次解码的用例数 / cases decoded together")
+    add("--constrained", type=int, default=0, choices=[0, 1],
+        help="1 = 语法约束解码（调用一定是合法 JSON、工具名在给定列表里；需 llguidance）/ grammar-constrained tool "
+             "calls for native weights (needs llguidance); an endpoint decides itself (our server: --constrained)")
     add("--out", default=None,
         help="JSONL 结果 / per-case JSON lines + summary; default {save_dir}/tool_eval_<weight>.jsonl "
              "(--bfcl_dir: {save_dir}/bfcl_eval_<weight>.jsonl)")
@@ -511,11 +522,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_backend(args):
     if args.base_url:
+        if args.constrained:
+            raise UserError("--constrained 1 applies to native weights; an endpoint constrains by its own settings "
+                            "(scripts/serve_openai_api.py --constrained on)")
         key = args.api_key or os.environ.get("MINIMIND_API_KEY")
         return APIBackend(args.base_url, args.model, key, args.max_new_tokens, args.temperature, args.top_p,
                           args.concurrency)
+    if args.constrained:
+        constrain.require("--constrained 1")
     model, tokenizer = load_model(args)
-    return EngineBackend(model, tokenizer, args.max_new_tokens, args.temperature, args.top_p, args.batch_size)
+    return EngineBackend(model, tokenizer, args.max_new_tokens, args.temperature, args.top_p, args.batch_size,
+                         bool(args.constrained))
 
 
 def load_cases(args) -> list:
@@ -562,7 +579,8 @@ def run(args) -> int:
     out = repo_path(args.out) if args.out else repo_path(args.save_dir) / name  # next to the weights
     out.parent.mkdir(parents=True, exist_ok=True)
     tail = {"summary": summary, "target": target, "backend": backend.name, "seconds": round(seconds, 2),
-            "max_rounds": args.max_rounds, "temperature": args.temperature}
+            "max_rounds": args.max_rounds, "temperature": args.temperature,
+            "constrained": bool(args.constrained)}
     atomic_write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records + [tail]), out)
     print(f"tool-calling eval of {target} ({backend.name}, {len(cases)} cases, {seconds:.1f} s) -> {out}")
     print(table(summary))

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
+from model import constrain
 from model.chat_protocol import trained_context_len
 from model.checkpoint import add_model_args, load_model
 from model.engine import Engine
@@ -36,7 +37,7 @@ from scripts.serve.gate import Gate, Refusal, add_gate_args, bearer_token, limit
     uvicorn_options
 from scripts.serve.protocol import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, APIError, ChatCompletionRequest, \
     check_prompt_size, completion_budget, describe_validation_error, error_body, error_response, reject_unsupported, \
-    render_prompt, tool_plan
+    render_prompt, request_constraint, tool_plan
 from scripts.serve.replies import CancellingStream, ChoiceText, choice_events, collect_completion, stream_chunks
 from scripts.serve.worker import BatchWorker, Job
 
@@ -52,6 +53,7 @@ class Settings:
     max_batch_size: int = 16
     max_body_bytes: int = 2 * 1024 * 1024  # 413 above this; read before any JSON parsing
     max_prompt_chars: Optional[int] = None  # None: 16 characters per token of max_model_len
+    constrained: str = "auto"  # grammar-constrained tool calls / response_format: auto (if llguidance), on, off
 
 
 class ModelHost:
@@ -61,6 +63,8 @@ class ModelHost:
         self.load, self.settings, self.on_load_error = load, settings, on_load_error
         self.state, self.error = "loading", None
         self.tokenizer, self.worker, self.max_model_len = None, None, None
+        self.vocab, self.why_unconstrained = None, "--constrained off"  # llguidance's view of the tokenizer
+        self.constrain_tools = False  # the tokenizer holds <tool_call> / </tool_call> as single tokens
 
     def start(self) -> None:
         threading.Thread(target=self._load, name="minimind-loader", daemon=True).start()
@@ -73,13 +77,19 @@ class ModelHost:
             if max_len > limit:
                 raise UserError(f"--max_model_len {max_len} exceeds the model's max_position_embeddings {limit}")
             engine = Engine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
+            self.vocab, self.why_unconstrained = constraint_vocabulary(self.settings.constrained, tokenizer)
+            self.constrain_tools = self.vocab is not None and constrain.has_tool_tags(tokenizer)
+            if self.vocab is not None and not self.constrain_tools:
+                log.warning("the tokenizer splits <tool_call> into several tokens: tool calls are not constrained "
+                            "(response_format still is)")
             self.worker = BatchWorker(engine, self.settings.max_batch_size, max_len)
             self.worker.prepare()
             self.worker.start()
             self.tokenizer, self.max_model_len = tokenizer, max_len
             self.state = "ready"
-            log.info("ready: model %r, max_model_len %d, max_batch_size %d", self.settings.served_model_name,
-                     max_len, self.settings.max_batch_size)
+            log.info("ready: model %r, max_model_len %d, max_batch_size %d, constrained decoding %s",
+                     self.settings.served_model_name, max_len, self.settings.max_batch_size,
+                     "on" if self.vocab is not None else f"off ({self.why_unconstrained})")
         except Exception as e:  # handed to main(), which stops the server and exits with the message
             self.state, self.error = "failed", e
             self.on_load_error(e)
@@ -88,6 +98,26 @@ class ModelHost:
         if self.worker is not None:
             self.worker.stop()
             self.worker.join(timeout=5)
+
+
+def constraint_vocabulary(setting: str, tokenizer) -> tuple:
+    """(llguidance vocabulary or None, why constraints are off) for --constrained auto / on / off."""
+    if setting == "off":
+        return None, "--constrained off"
+    if not constrain.available():
+        if setting == "on":
+            constrain.require("--constrained on")  # UserError: the server exits with the install hint
+        log.warning("llguidance is not installed: tool calls are not constrained and response_format json is "
+                    "refused; %s", constrain.INSTALL_HINT)
+        return None, f"llguidance is not installed: {constrain.INSTALL_HINT}"
+    try:
+        return constrain.vocabulary(tokenizer), ""
+    except Exception as e:  # llguidance reads a Hugging Face fast tokenizer; another object cannot be constrained
+        why = f"llguidance cannot read this tokenizer ({type(e).__name__}: {e})"
+        if setting == "on":
+            raise UserError(f"--constrained on: {why}") from None
+        log.warning("constrained decoding is off: %s", why)
+        return None, why
 
 
 # ------------------------------------------------------------------------------------------------------ routes
@@ -133,10 +163,13 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, host: M
                            settings: Settings = Depends(get_settings)):
     reject_unsupported(req)
     check_model_name(req, settings)
-    tools, parse_tools, prefill = tool_plan(req)
+    tools, parse_tools, prefill = tool_plan(req, host.constrain_tools)
     check_prompt_size(req, settings.max_prompt_chars or 16 * host.max_model_len)
     tokenizer = host.tokenizer
-    # templating + tokenization take ~1 s per MB of text: in a thread, so /health and other requests keep answering
+    # templating + tokenization take ~1 s per MB of text, compiling a grammar milliseconds: in a thread, so
+    # /health and other requests keep answering
+    constraint = await asyncio.to_thread(request_constraint, req, tokenizer, host.vocab,
+                                         tools if host.constrain_tools else None, host.why_unconstrained)
     prompt_ids = await asyncio.to_thread(render_prompt, tokenizer, req, tools, prefill)
     n_prompt = len(prompt_ids)
     max_tokens = completion_budget(req, n_prompt, host.max_model_len)
@@ -144,7 +177,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, host: M
     top_p = DEFAULT_TOP_P if req.top_p is None else req.top_p
     rid = "chatcmpl-" + uuid.uuid4().hex
     job = Job(rid, prompt_ids, req.n, max_tokens, temperature, top_p, req.seed, req.ignore_eos,
-              asyncio.get_running_loop())
+              asyncio.get_running_loop(), constraint)
     choices = [ChoiceText(tokenizer, req.stop or [], parse_tools, prefill, req.parallel_tool_calls is not False)
                for _ in range(req.n)]
     created, model_name = int(time.time()), settings.served_model_name
@@ -265,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max_batch_size", type=int, default=16,
         help="一起解码的最多行数（每个 choice 一行，多个请求公平分配）/ most rows (choices) decoded at once, shared "
              "fairly between requests")
+    add("--constrained", default="auto", choices=["auto", "on", "off"],
+        help="语法约束解码：工具调用一定是合法 JSON、response_format 生效；auto = 装了 llguidance 就开 / "
+             "grammar-constrained decoding (valid tool calls, response_format json): auto = on when llguidance "
+             "is installed; on = exit without it; off = free decoding")
     add("--log_level", default="info", choices=["debug", "info", "warning", "error"], help="日志级别 / log level")
     add("--cors_origins", nargs="+", default=None, metavar="ORIGIN",
         help="允许跨域调用的浏览器来源，默认不允许；网页从磁盘打开时来源是 null / browser origins allowed to call "
@@ -308,7 +345,7 @@ def serve(args) -> None:
         sock = bind_socket(args.host, args.port)
         settings = Settings(args.served_model_name, args.api_key, bool(args.strict_model_name), args.max_model_len,
                             args.max_batch_size, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                            max_prompt_chars=args.max_prompt_chars)
+                            max_prompt_chars=args.max_prompt_chars, constrained=args.constrained)
         server = None
         failure: List[BaseException] = []
 

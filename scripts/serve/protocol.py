@@ -9,12 +9,14 @@ up to 780 MB) before it got its 400.
 """
 import json
 import logging
+import threading
 from typing import Any, Dict, List, Literal, Optional, Union
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from model import constrain
 from model.chat_protocol import TOOL_CALL
 
 log = logging.getLogger("minimind.serve")
@@ -160,9 +162,6 @@ def reject_unsupported(req: ChatCompletionRequest) -> None:
         raise APIError(400, "logprobs are not supported by this server", param="logprobs")
     if req.logit_bias:
         raise APIError(400, "logit_bias is not supported by this server", param="logit_bias")
-    if req.response_format and req.response_format.get("type", "text") != "text":
-        raise APIError(400, "response_format: only {\"type\": \"text\"} is supported by this server",
-                       param="response_format")
     if req.stream_options is not None and not req.stream:
         raise APIError(400, "stream_options is only allowed when stream is true", param="stream_options")
     if req.max_tokens and req.max_completion_tokens and req.max_tokens != req.max_completion_tokens:
@@ -215,12 +214,13 @@ def template_messages(messages: List[ChatMessage]) -> list:
     return out
 
 
-def tool_plan(req: ChatCompletionRequest):
+def tool_plan(req: ChatCompletionRequest, constrained: bool = False):
     """(tools for the template, whether to parse tool calls, text forced at the start of the reply).
 
     tool_choice "required" and a named function are honoured by writing the start of the reply into the prompt:
-    `<tool_call>` (and, for a named function, its name), so the model goes on with the call's JSON. Nothing
-    constrains what it writes next; a reply whose call does not parse becomes an error (replies.ForcedCallFailed),
+    `<tool_call>` (and, without constraints, a named function's name), so the model goes on with the call's JSON.
+    With constrained decoding (`request_constraint`) the grammar then makes the call valid and, for a named
+    function, names it. Without, a reply whose call does not parse becomes an error (replies.ForcedCallFailed),
     never text that starts with the forced `<tool_call>`.
     """
     tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
@@ -239,8 +239,60 @@ def tool_plan(req: ChatCompletionRequest):
     if choice.function.name not in names:
         raise APIError(400, f"tool_choice names function {choice.function.name!r}, which is not in tools "
                             f"({', '.join(names)})", param="tool_choice")
+    if constrained:
+        return tools, True, TOOL_CALL + "\n"
     return tools, True, TOOL_CALL + '\n{"name": ' + json.dumps(choice.function.name, ensure_ascii=False) + \
         ', "arguments":'
+
+
+def request_constraint(req: ChatCompletionRequest, tokenizer, vocab, tools, why_off: str):
+    """The request's grammar constraint (model/constrain.py), or None to decode freely.
+
+    `vocab` is the server's llguidance vocabulary, None when constrained decoding is off (`why_off` says why).
+    response_format json_object / json_schema: the reply is that JSON (OpenAI's structured outputs); tools with
+    tool_choice "auto": every call the model opens is a valid call of an offered tool; "required" or a named
+    function: the reply is one call (more when parallel_tool_calls is not false), always valid. A schema the
+    library cannot compile is a 400 naming the field.
+    """
+    try:
+        answer = constrain.response_schema(req.response_format)
+    except constrain.GrammarError as e:
+        raise APIError(400, str(e), param="response_format")
+    if vocab is None:
+        if answer is not None:
+            raise APIError(400, f"response_format {req.response_format.get('type')} needs constrained decoding, "
+                                f"which this server runs without ({why_off})", param="response_format")
+        return None
+    choice = req.tool_choice
+    if not tools and answer is None:
+        return None
+    name = "auto" if choice in (None, "auto") else "required" if choice == "required" else choice.function.name
+    parallel = req.parallel_tool_calls is not False
+    # the same tools and schema come with every request of an agent's loop: compile once (7-12 ms each)
+    key = json.dumps([tools, name, parallel, answer], sort_keys=True, ensure_ascii=False)
+    with _COMPILED_LOCK:  # requests compile in worker threads (asyncio.to_thread)
+        cached = _COMPILED.get(key)
+    if cached is not None:
+        return cached
+    try:
+        if not tools:
+            made = constrain.json_constraint(vocab, answer)
+        elif name == "auto":
+            made = constrain.tool_call_constraint(vocab, tokenizer, tools, "auto", answer_schema=answer)
+        else:
+            made = constrain.tool_call_constraint(vocab, tokenizer, tools, name, parallel)
+    except constrain.GrammarError as e:
+        raise APIError(400, str(e), param="response_format" if answer is not None and not tools else "tools")
+    with _COMPILED_LOCK:
+        if len(_COMPILED) >= COMPILED_CACHE:
+            _COMPILED.pop(next(iter(_COMPILED)))  # the oldest first
+        _COMPILED[key] = made
+    return made
+
+
+COMPILED_CACHE = 64  # compiled constraints kept: the tool sets and schemas of the clients seen most recently
+_COMPILED: Dict[str, Any] = {}
+_COMPILED_LOCK = threading.Lock()
 
 
 def completion_budget(req: ChatCompletionRequest, n_prompt: int, max_len: int) -> int:

@@ -38,7 +38,7 @@ class ChoiceText:
             if self.forced and not self.tool_calls and ev[0] == "content":
                 # the forced <tool_call> block did not parse (broken JSON, or cut by max_tokens): the parser hands
                 # the block back as text, which would be a reply starting with the prefix the server wrote itself
-                raise ForcedCallFailed(ev[1])
+                raise ForcedCallFailed(ev[1], cut=self.finish_reason == "length")
             if ev[0] == "tool_call":
                 if self.tool_calls and not self.parallel_tool_calls:
                     call = json.dumps({"name": ev[1], "arguments": json.loads(ev[2])}, ensure_ascii=False)
@@ -63,9 +63,8 @@ class ChoiceText:
         text, hit = self.stop.push(text)
         if not hit:
             text += self.stop.flush()
-        events = self.parser.feed(text) + self.parser.finish()
         self.finish_reason = "stop" if hit else reason
-        return self._count_calls(events)
+        return self._count_calls(self.parser.feed(text) + self.parser.finish())
 
     def final_reason(self) -> str:
         return "tool_calls" if self.tool_calls else self.finish_reason
@@ -84,17 +83,22 @@ class ForcedCallFailed(GenerationError):
     """tool_choice required / named, and the model's call was not valid JSON.
 
     Status 500, type server_error: the request was valid, so a 4xx would tell the client to change something that
-    is not wrong; the model failed. Without grammar-constrained decoding this server cannot force valid JSON, and
-    returning the broken text with finish_reason "stop" (what it did before, issue 27) breaks clients that rely on
-    `required` always giving a call, as vLLM's does. The openai client retries a 500 (max_retries, default 2): at
-    temperature > 0 a new sample often parses; at temperature 0 it fails the same way.
+    is not wrong; the model failed. With grammar-constrained decoding (on whenever llguidance is installed) the
+    call is always valid JSON, so this is left only for max_tokens cutting a call short. Without it, returning the
+    broken text with finish_reason "stop" (what it did before, issue 27) breaks clients that rely on `required`
+    always giving a call, as vLLM's does. The openai client retries a 500 (max_retries, default 2).
     """
     code = "tool_call_invalid"
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, cut: bool = False):
         shown = text if len(text) <= 120 else text[:117] + "..."
-        super().__init__(f"tool_choice asked for a function call, but the model wrote a call that is not valid JSON "
-                         f"({shown!r}); retry with another seed or temperature, or use tool_choice \"auto\"")
+        if cut:
+            super().__init__(f"tool_choice asked for a function call, but max_tokens ended the reply inside the call "
+                             f"({shown!r}); send a larger max_tokens")
+        else:
+            super().__init__(f"tool_choice asked for a function call, but the model wrote a call that is not valid "
+                             f"JSON ({shown!r}); retry with another seed or temperature, use tool_choice \"auto\", or "
+                             f"install llguidance so the server constrains calls (--constrained)")
 
 
 async def next_event(job: Job, request: Optional[Request]) -> tuple:

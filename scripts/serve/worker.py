@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from model.constrain import Resumed
 from model.engine import SamplingParams
 
 log = logging.getLogger("minimind.serve")
@@ -43,8 +44,10 @@ class Job:
     """
 
     def __init__(self, request_id: str, prompt_ids: list, n: int, max_tokens: int, temperature: float,
-                 top_p: float, seed: Optional[int], ignore_eos: bool, loop: asyncio.AbstractEventLoop):
+                 top_p: float, seed: Optional[int], ignore_eos: bool, loop: asyncio.AbstractEventLoop,
+                 constraint=None):
         self.request_id, self.prompt_ids, self.n, self.max_tokens = request_id, prompt_ids, n, max_tokens
+        self.constraint = constraint  # model/constrain.py: the grammar every choice follows (None: free)
         self.temperature, self.top_p, self.seed, self.ignore_eos = temperature, top_p, seed, ignore_eos
         self.loop, self.events = loop, asyncio.Queue()
         self.cancelled = False
@@ -59,14 +62,19 @@ class Job:
         self.admissions = 0  # add() calls made for this job (seed offsets)
         self.preempted = 0
 
-    def sampling(self, max_new_tokens: Optional[int] = None) -> SamplingParams:
+    def sampling(self, max_new_tokens: Optional[int] = None, after: Optional[list] = None) -> SamplingParams:
         """This request's decoding settings; a seeded request samples from its own generator, so its output
-        depends on its seed, not on the requests that share the batch."""
+        depends on its seed, not on the requests that share the batch. `after`: the tokens a resumed choice
+        already produced, which its grammar state replays."""
         seed = None
         if self.seed is not None and self.temperature > 0:
             seed = (self.seed + self.admissions * SEED_STRIDE) % 2 ** 64 if self.admissions else self.seed
+        constraint = self.constraint
+        if constraint is not None and after:
+            constraint = Resumed(constraint, after)
         return SamplingParams(max_new_tokens=max_new_tokens or self.max_tokens, temperature=max(self.temperature, 0.0),
-                              top_p=self.top_p, seed=seed, stop_ids=[] if self.ignore_eos else None)
+                              top_p=self.top_p, seed=seed, stop_ids=[] if self.ignore_eos else None,
+                              constraint=constraint)
 
     def send(self, event: tuple) -> None:
         try:
@@ -234,7 +242,7 @@ class BatchWorker(threading.Thread):
         for i in take:
             if job.generated[i]:
                 left = job.max_tokens - len(job.generated[i])
-                (row,) = self.decoder.add([job.prompt_ids + job.generated[i]], job.sampling(left))
+                (row,) = self.decoder.add([job.prompt_ids + job.generated[i]], job.sampling(left, job.generated[i]))
                 job.admissions += 1
                 self.rows[row] = (job, i)
         job.running += k
