@@ -19,7 +19,7 @@
 #
 # Knobs (env): PRETRAIN_S=330 SFT_S=75 CAL_STEPS=30 HIDDEN=512 LAYERS=8 SEQ=512 BATCH=64 SFT_SEQ=512 SFT_BATCH=64
 #   PRETRAIN_LR=1.5e-3 SFT_LR=3e-4 DEVICE=(auto) USE_COMPILE=0 GEN_LIMIT=200 EVAL_LIMIT=0 NUM_WORKERS=4
-#   SAVE_DIR=out CKPT_DIR=checkpoints PACK_MB=40 PYTHON=python3
+#   SAVE_DIR=out CKPT_DIR=checkpoints PACK_MB=40 SKIP_EVAL=0 PYTHON=python3
 # CPU smoke test (about 3 minutes on 2 cores):
 #   OUT=/tmp/ref SAVE_DIR=/tmp/ref/out CKPT_DIR=/tmp/ref/ck HIDDEN=64 LAYERS=2 SEQ=64 BATCH=4 SFT_SEQ=64 SFT_BATCH=4 \
 #     PRETRAIN_S=20 SFT_S=10 CAL_STEPS=3 GEN_LIMIT=4 EVAL_LIMIT=20 DEVICE=cpu bash scripts/gpu_reference_run.sh
@@ -131,7 +131,9 @@ SFT_STEPS=$(steps_for "${SFT_S:-75}" $(( ${SFT_BATCH:-64} * ${SFT_SEQ:-512} )) "
 grep -E "step [0-9]+/[0-9]+ |saved" "$OUT/full_sft.log" | tail -n 3 || true
 note full_sft "\"steps\": $SFT_STEPS"
 
-# 4. the harness on untrained / pretrain / full_sft, 5. the report
+# 4. the harness on untrained / pretrain / full_sft, 5. the report (SKIP_EVAL=1: stop after training, e.g. before
+# scripts/gpu_tool_sft.sh when only the weights are needed)
+if [ "${SKIP_EVAL:-0}" = 1 ]; then note finished "\"eval\": \"skipped\""; exit 0; fi
 TASKS=(heldout mc); [ "$HAVE_JINJA" -eq 0 ] || TASKS+=(gen)
 "$PY" scripts/eval_bench.py --save_dir "$SAVE_DIR" "${DEV[@]}" --hidden_size "$HIDDEN" --compare untrained pretrain full_sft \
     --tasks "${TASKS[@]}" --gen_limit "${GEN_LIMIT:-200}" --limit "${EVAL_LIMIT:-0}" --batch_size 64 \
