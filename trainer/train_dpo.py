@@ -102,13 +102,13 @@ class WithReferenceLogps(Dataset):
 def main(argv=None):
     args = get_parser().parse_args(argv)
     with user_errors():
+        if args.max_pairs < 0:
+            raise UserError(f"--max_pairs {args.max_pairs}: give a number of pairs, or 0 for all")
         ctx, log, model, tokenizer = start_stage(args)
         reference = load_frozen_model(args, args.from_weight, ctx, log)
         args.data_path = str(pick_data_path(args.data_path, "dpo.jsonl", "dpo_demo.jsonl"))
         log(f"data: {args.data_path}")
         dataset = DPODataset(args.data_path, tokenizer, args.max_seq_len, skip_bad_lines=bool(args.skip_bad_lines))
-        if args.max_pairs < 0:
-            raise UserError(f"--max_pairs {args.max_pairs}: give a number of pairs, or 0 for all")
         if 0 < args.max_pairs < len(dataset):
             dataset = Subset(dataset, range(args.max_pairs))
             log(f"--max_pairs {args.max_pairs}: the first {args.max_pairs} pairs")
