@@ -3,9 +3,9 @@
 within minutes on a CPU.
 
 MiniMind's defaults stay the defaults (they are tuned for 512/8 on the full data); on the demo model they move
-nothing in that time: DPO at lr 4e-8 stayed at loss 0.6931 and margin 0.0000 for 20 steps, tool SFT at lr 1e-6
-left every tool metric at 0.000, and GRPO over all bundled prompts scored 0 (the demo model never writes a bare
-option letter or pinyin). The recipes pass their own flags instead, and this module is the one place they are
+nothing in that time (issue 32): DPO at lr 4e-8 stayed at loss 0.6931 and margin 0.0000 for 20 steps, tool SFT at
+lr 1e-6 left every tool metric at 0.000, and the documented GRPO example logged 0 for every metric.
+Measured on the demo model itself: nothing yet (see docs/LOG.md, session 7); scripts/check_recipes.py does it. The recipes pass their own flags instead, and this module is the one place they are
 written: the demo's summary (scripts/reporting/demo.py), docs/training*.md (tests/test_recipes.py checks the
 pages carry these exact commands) and scripts/check_recipes.py (runs them and prints what moved) all read them here.
 """
@@ -64,8 +64,11 @@ TOOL = Recipe("tool", "工具调用 SFT / tool-calling SFT", (
 ), "call_detection / json_validity: full_sft -> tool_sft 上升 / up")
 
 GRPO = Recipe("grpo", "GRPO（规则奖励）/ GRPO with the rule reward", (
-    # the stroke-count prompts: the demo model answers them as it learned ("「药」共 9 画。"), so some answers
-    # are right and a group has a better and a worse answer to learn from; short answers, so a step takes seconds
+    # the stroke-count prompts: the demo SFT data answers such questions as "「药」共 9 画。" and the rule reward
+    # checks every number in the answer, so some answers can be right and a group has a better and a worse answer
+    # to learn from (option letters and bare pinyin, the other types, are formats the demo data never shows);
+    # short answers, so a step takes seconds. The learning rate is a guess for the 5M model (the tiny test uses
+    # 3e-3): not measured on it
     Command("trainer/train_grpo.py", ("--reasoning", "0", "--answer_types", "number", "--learning_rate", "1e-5",
                                       "--batch_size", "2", "--num_generations", "8", "--max_gen_len", "24",
                                       "--temperature", "1.0", "--max_steps", "40", "--save_interval", "1000"),
