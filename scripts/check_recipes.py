@@ -22,14 +22,16 @@ def main(argv=None) -> int:
     names = [r.name for r in recipes.RECIPES]
     p = argparse.ArgumentParser(description="演示模型上的配方是否在学 / do the demo model's recipes learn",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--save_dir", default=recipes.DEMO_DIR, help="the demo's weights (pretrain/full_sft_256)")
+    p.add_argument("--save_dir", default=recipes.DEMO_DIR,
+                   help="the demo's weights; the recipes start from its full_sft, whose sidecar gives the size")
     p.add_argument("--checkpoint_dir", default=recipes.DEMO_CHECKPOINTS, help="resume states of the recipe runs")
     p.add_argument("--recipes", nargs="+", default=names, choices=names, help="which recipes to run, in order")
     args = p.parse_args(argv)
     with user_errors():
+        size = recipes.start_size(args.save_dir)
         for recipe in recipes.RECIPES:
             if recipe.name in args.recipes:
-                row = recipes.run_recipe(recipe, args.save_dir, args.checkpoint_dir,
+                row = recipes.run_recipe(recipe, args.save_dir, args.checkpoint_dir, size,
                                          log=lambda m: print(m, file=sys.stderr, flush=True))
                 print(json.dumps(row, ensure_ascii=False), flush=True)
     return 0

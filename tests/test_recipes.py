@@ -100,6 +100,18 @@ def test_answer_types_and_max_pairs_refuse_what_cannot_work(tmp_path, one_thread
     assert proc.returncode == 2 and "--max_pairs -1" in proc.stderr
 
 
+def test_check_recipes_takes_the_size_from_the_sidecar_and_names_the_demo_when_weights_are_missing(tmp_path):
+    import argparse
+    from model.checkpoint import save_weights
+    from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
+    from scripts import check_recipes
+    save_weights(MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2)),
+                 tmp_path / "full_sft_64.pth", argparse.Namespace())
+    assert recipes.start_size(str(tmp_path)) == (64, 2)
+    proc = run_main(check_recipes.main, ["--save_dir", tmp_path / "empty", "--recipes", "dpo"])
+    assert proc.returncode == 2 and "bash scripts/demo.sh" in proc.stderr and "Traceback" not in proc.stderr
+
+
 # ------------------------------------------------------------------------ the recipes of the demo model, on a tiny one
 # Each test runs a recipe's own commands (trainer/recipes.py) in this process on a hidden-64, 2-layer model trained
 # here from the bundled demo data, with the flags named in each test changed for that size (a 0.5M model needs a

@@ -9,6 +9,7 @@ Measured on the demo model itself: nothing yet (see docs/LOG.md, session 7); scr
 written: the demo's summary (scripts/reporting/demo.py), docs/training*.md (tests/test_recipes.py checks the
 pages carry these exact commands) and scripts/check_recipes.py (runs them and prints what moved) all read them here.
 """
+import argparse
 import json
 import re
 import shlex
@@ -17,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from model.checkpoint import resolve_weight
 from model.runtime import ROOT, UserError
 
 DEMO_DIR, DEMO_CHECKPOINTS, DEMO_SIZE = "out/demo", "checkpoints/demo", (256, 4)
@@ -108,6 +110,17 @@ def parse_signal(stdout: str) -> dict:
         return {}
     pairs = re.findall(r"(\w+): (-?[0-9.e+-]+) -> (-?[0-9.e+-]+)", found[-1][1])
     return {k: (float(a), float(b)) for k, a, b in pairs}
+
+
+def start_size(save_dir: str) -> tuple:
+    """(hidden_size, layers) of the full_sft weights in `save_dir` that every recipe starts from (from the sidecar);
+    a missing file is reported with the command that writes it."""
+    path, sizes, _ = resolve_weight(argparse.Namespace(save_dir=save_dir, weight="full_sft", hidden_size=None,
+                                                       num_hidden_layers=None, use_moe=None))
+    if not path.is_file():
+        raise UserError(f"{path} not found: the recipes start from the demo's full_sft; run bash scripts/demo.sh "
+                        f"(it writes {DEMO_DIR}/)")
+    return sizes["hidden_size"], sizes["num_hidden_layers"]
 
 
 def tool_metrics(save_dir: str, weight: str) -> dict:
