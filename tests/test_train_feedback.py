@@ -43,7 +43,8 @@ def test_lines_come_by_seconds_when_steps_are_slow(tmp_path, monkeypatch):
     rows = (tmp_path / "o" / "pretrain_64.metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4
     first, last = (json.loads(rows[i])["loss"] for i in (0, -1))
-    assert f"learning signal (first -> last log line): loss: {first:.4g} -> {last:.4g}" in proc.stdout
+    # 4 steps: windows of one step (a quarter of the run), so the signal is step 1's loss -> step 4's
+    assert f"learning signal (step 1 -> 4): loss: {first:.3f} -> {last:.3f}" in proc.stdout
 
 
 @pytest.mark.slow  # subprocess / several processes: in the full run, not the quick loop (issue 26)

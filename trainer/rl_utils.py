@@ -9,6 +9,7 @@ tracker, each loss; the rewards live in rl_rewards.py.
 Tensor layout of a rollout of N rows: `input_ids` = prompt left-padded to P columns + response right-padded to R
 columns. Every per-token quantity (log-probs, values, advantages, masks) is [N, R] over the response columns.
 """
+import collections
 import copy
 import time
 from contextlib import ExitStack
@@ -62,6 +63,10 @@ def add_rl_arguments(parser) -> None:
              "answer_types=) -> one float per response; added to --reward")
     add("--trust_remote_code", type=int, default=0, choices=[0, 1],
         help="1 = run the Python code shipped in --reward_model_path (internlm2-1_8b-reward needs it)")
+    add("--answer_types", nargs="+", default=None,
+        help="train only on prompts whose answer_type is one of these (choice, number, exact in the bundled "
+             "prompts), e.g. number: the question types a small model already answers sometimes, so the reward "
+             "has something to grow from; default: all prompts")
     add("--max_gen_len", type=int, default=1536, help="most tokens generated per response")
     add("--temperature", type=float, default=0.8, help="sampling temperature of the rollouts")
     parser.set_defaults(from_weight=None)
@@ -97,8 +102,26 @@ def load_prompts(args, tokenizer, log: Callable) -> RLAIFDataset:
     if args.max_seq_len <= bare:
         raise UserError(f"--max_seq_len {args.max_seq_len}: the chat template around a prompt alone is {bare} "
                         f"tokens; allow at least {bare + 1} (MiniMind uses 66)")
-    return RLAIFDataset(args.data_path, tokenizer, max_prompt_length=args.max_seq_len,
-                        skip_bad_lines=bool(args.skip_bad_lines))
+    prompts = RLAIFDataset(args.data_path, tokenizer, max_prompt_length=args.max_seq_len,
+                           skip_bad_lines=bool(args.skip_bad_lines))
+    if args.answer_types:
+        prompts = PromptsOfTypes(prompts, args.answer_types)
+        log(f"--answer_types {' '.join(args.answer_types)}: {len(prompts)} prompts")
+    return prompts
+
+
+class PromptsOfTypes(torch.utils.data.Subset):
+    """The prompts whose answer_type is one of `types` (--answer_types); collates like the full set."""
+
+    def __init__(self, prompts: RLAIFDataset, types: list):
+        found = [prompts.reader[i][1] for i in range(len(prompts))]
+        keep = [i for i, t in enumerate(found) if t in types]
+        if not keep:
+            have = ", ".join(f"{t or '(none)'} x {n}" for t, n in collections.Counter(found).most_common())
+            raise UserError(f"--answer_types {' '.join(types)}: no prompt in {prompts.reader.path} has that "
+                            f"answer_type (it has: {have}); pick from those or drop the flag")
+        super().__init__(prompts, keep)
+        self.collate = prompts.collate
 
 
 def start_rl_stage(args):
@@ -334,6 +357,13 @@ def check_lengths(args, model) -> None:
     if args.max_seq_len + args.max_gen_len > limit:
         raise UserError(f"--max_seq_len {args.max_seq_len} + --max_gen_len {args.max_gen_len} exceeds the model's "
                         f"{limit} positions")
+
+
+def signal_keys(reward: RewardSet) -> tuple:
+    """What an RL run's learning signal line shows: the mean reward, each part of it when there are several (rule +
+    format), the answer length and the KL to the reference."""
+    parts = tuple(f"reward_{name}" for name in reward.parts) if len(reward.parts) > 1 else ()
+    return ("reward", *parts, "resp_len", "kl")
 
 
 def log_run(args, log: Callable, **extra) -> None:

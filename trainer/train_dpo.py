@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from dataset.lm_dataset import DPODataset
 from trainer.trainer_utils import (
@@ -30,6 +30,7 @@ from trainer.trainer_utils import (
     start_stage,
     train,
     unwrap,
+    UserError,
     user_errors,
 )
 
@@ -40,6 +41,9 @@ def get_parser():
     parser.add_argument("--beta", type=float, default=0.1, help="strength of the implicit KL to the reference")
     parser.add_argument("--logp_reduce", default="mean", choices=["mean", "sum"],
                         help="sequence log-prob = mean (MiniMind) or sum over assistant tokens")
+    parser.add_argument("--max_pairs", type=int, default=0,
+                        help="train on the first N pairs only (0 = all): a short run over a few pairs for several "
+                             "epochs shows the margin grow on a small model in minutes (see trainer/recipes.py)")
     parser.add_argument("--precompute_ref", type=int, default=0, choices=[0, 1],
                         help="1 = score all pairs with the reference once up front (one forward per step, not two)")
     return parser
@@ -98,11 +102,16 @@ class WithReferenceLogps(Dataset):
 def main(argv=None):
     args = get_parser().parse_args(argv)
     with user_errors():
+        if args.max_pairs < 0:
+            raise UserError(f"--max_pairs {args.max_pairs}: give a number of pairs, or 0 for all")
         ctx, log, model, tokenizer = start_stage(args)
         reference = load_frozen_model(args, args.from_weight, ctx, log)
         args.data_path = str(pick_data_path(args.data_path, "dpo.jsonl", "dpo_demo.jsonl"))
         log(f"data: {args.data_path}")
         dataset = DPODataset(args.data_path, tokenizer, args.max_seq_len, skip_bad_lines=bool(args.skip_bad_lines))
+        if 0 < args.max_pairs < len(dataset):
+            dataset = Subset(dataset, range(args.max_pairs))
+            log(f"--max_pairs {args.max_pairs}: the first {args.max_pairs} pairs")
         if args.precompute_ref:
             dataset = WithReferenceLogps(dataset, reference, ctx, args.logp_reduce, args.batch_size, log)
             reference = None  # frees its memory for the run
@@ -121,7 +130,7 @@ def main(argv=None):
                 parts["aux_loss"] = aux.detach()
             return losses.mean() + aux, parts
 
-        train(args, ctx, model, dataset, loss_fn, log=log)
+        train(args, ctx, model, dataset, loss_fn, log=log, signal_keys=("margin", "accuracy"))
 
 
 if __name__ == "__main__":

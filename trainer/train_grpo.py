@@ -48,7 +48,8 @@ def main(argv=None):
         if args.num_iterations < 1:
             raise UserError(f"--num_iterations {args.num_iterations}: take at least one step per rollout")
         ctx, log, model, tokenizer, dataset, reward, ref = rl.start_rl_stage(args)
-        trainer = Trainer(args, ctx, model, dataset, dataset.collate, log, updates_per_group=args.num_iterations)
+        trainer = Trainer(args, ctx, model, dataset, dataset.collate, log, updates_per_group=args.num_iterations,
+                          signal_keys=rl.signal_keys(reward))
         rl.log_run(args, log, G=args.num_generations, beta=args.beta, updates_per_rollout=args.num_iterations)
 
         def make_rollout(batch):

@@ -116,7 +116,8 @@ def main(argv=None):
         groups = [{"params": list(model.parameters())},
                   {"params": list(critic.parameters()), "lr_scale": args.critic_lr_scale}]
         trainer = Trainer(args, ctx, model, dataset, dataset.collate, log, param_groups=groups,
-                          extra_state={"critic": critic}, updates_per_group=args.ppo_epochs)
+                          extra_state={"critic": critic}, updates_per_group=args.ppo_epochs,
+                          signal_keys=rl.signal_keys(reward))
         train_critic = wrap_ddp(critic, ctx)
         rl.log_run(args, log, kl=f"{args.kl_estimator} x {args.kl_coef}", gamma=args.gamma, lam=args.lam,
                    updates_per_rollout=args.ppo_epochs)

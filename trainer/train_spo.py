@@ -76,7 +76,8 @@ def main(argv=None):
     with user_errors():
         ctx, log, model, tokenizer, dataset, reward, ref = rl.start_rl_stage(args)
         tracker = ValueTracker(args.rho_min, args.rho_max, args.d_half)
-        trainer = Trainer(args, ctx, model, dataset, dataset.collate, log, extra_state={"value_tracker": tracker})
+        trainer = Trainer(args, ctx, model, dataset, dataset.collate, log, extra_state={"value_tracker": tracker},
+                          signal_keys=rl.signal_keys(reward))
         rl.log_run(args, log, beta=args.beta, rho=f"[{args.rho_min}, {args.rho_max}]")
 
         def make_rollout(batch):

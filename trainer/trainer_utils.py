@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Optional
@@ -109,6 +110,10 @@ DEFAULT_WORKERS = DeviceDefault(0, cuda=8, npu=8)
 # a log line at least this often (seconds; MINIMIND_LOG_SECONDS overrides), whatever --log_interval says: with
 # MiniMind's 100 steps a default pretrain on 2 CPU cores printed its first loss after ~30 minutes
 LOG_SECONDS = 60.0
+# the learning signal at the end of a run compares the mean of the first and of the last steps, this many at most
+# (a quarter of a short run): one step's DPO margin or RL reward comes from 4-16 samples and swung by 0.2-0.5 between
+# neighbouring steps of the demo recipes, more than a 20-step run moves it
+SIGNAL_WINDOW = 10
 
 
 def resolve_device_defaults(args, device_type: str, log: Callable = print, local_world_size: int = 1) -> dict:
@@ -442,7 +447,7 @@ class Trainer:
 
     def __init__(self, args, ctx: Context, model, dataset, collate_fn=None, log: Callable = print,
                  param_groups=None, extra_state: Optional[dict] = None, updates_per_group: int = 1,
-                 save_fn: Optional[Callable] = None, fsdp_supported: bool = False):
+                 save_fn: Optional[Callable] = None, fsdp_supported: bool = False, signal_keys: tuple = ()):
         self.args, self.ctx, self.model, self.dataset, self.collate_fn, self.log = (
             args, ctx, model, dataset, collate_fn, log)
         resolve_device_defaults(args, ctx.device.type, log)  # no-op after start_stage; for direct callers
@@ -518,7 +523,10 @@ class Trainer:
         self.first_step_s, self.first_step_tokens, self.t_timed = None, 0, None
         self.batches_at_step = (self.epoch, self.batches_done)  # the position a resume state saved now continues from
         self._updating, self._interrupt_pending = False, False  # Ctrl-C during an optimizer step waits for its end
-        self.signal_first, self.signal_last = None, None  # first and last logged values: the run's learning signal
+        # the run's learning signal: every step's logged values for the first steps and the last ones (see
+        # learning_signal); `signal_keys` are the values that show it (DPO margin, RL reward), else all but rates
+        window = max(1, min(SIGNAL_WINDOW, (self.total_steps - self.step) // 4))
+        self.signal_keys, self.signal_head, self.signal_tail = tuple(signal_keys), [], deque(maxlen=window)
         self._announce_run()
         if ctx.is_main and sys.stderr.isatty():  # a live bar (stderr) for people; plain lines (stdout) always
             from tqdm import tqdm
@@ -719,6 +727,7 @@ class Trainer:
         if self.last_step_finite:  # a skipped NaN step would poison the average for good
             self.loss_ema = 0.9 * self.loss_ema + 0.1 * loss
             self.ema_weight = 0.9 * self.ema_weight + 0.1
+            self._record_signal({"loss": loss, **parts})
         if self.ctx.is_main and self._log_due(final):
             self._check_recompiles()
             smooth = float(self.loss_ema / self.ema_weight)
@@ -785,9 +794,6 @@ class Trainer:
         msg += f" ETA {_fmt_seconds(eta)}"
         self._say(msg)
         self.last_log_time, self.logged_step = now, self.step
-        self.signal_last = {"loss": loss, **parts}
-        if self.signal_first is None:
-            self.signal_first = dict(self.signal_last)
         self.throughput = {"tokens_per_s": tps, "mfu_percent": mfu}
         if self.tracker:
             metrics = {"loss": loss, **parts, "lr": self.lr, "tokens_per_s": tps}
@@ -967,19 +973,37 @@ class Trainer:
                  f"{batches_done} batches of this epoch done")
         return state.get("run_id")
 
+    def _record_signal(self, values: dict) -> None:
+        """Keep this step's values (device tensors stay on the device: no host sync per step) for learning_signal."""
+        row = {k: v.detach() if torch.is_tensor(v) else v for k, v in values.items()}
+        if len(self.signal_head) < self.signal_tail.maxlen:
+            self.signal_head.append(row)
+        self.signal_tail.append(row)
+
     def learning_signal(self) -> str:
-        """'loss: 8.77 -> 7.56, dpo_margin: 0.000 -> 0.412, ...': each logged value at the first and the last log
-        line of this run, so the end of a run says whether its stage's signal moved (RL reward, DPO margin)."""
-        first, last = self.signal_first, self.signal_last
-        if not first or self.logged_step == self.step_at_start + 1:
+        """'(mean of steps 1-5 -> 16-20): margin: 0.000 -> 0.412, accuracy: 0.200 -> 0.850, loss: ...': the mean of
+        each signal value over the first and the last steps of this run (windows of up to SIGNAL_WINDOW steps that
+        do not overlap), so the end of a run says whether its stage learned; "" for a run of one step."""
+        head, tail = self.signal_head, list(self.signal_tail)
+        n = min(len(head), len(tail), (self.step - self.step_at_start) // 2)
+        if n < 1:
             return ""
-        keys = [k for k in last if k in first and k != "loss_smooth"]
-        return ", ".join(f"{k}: {first[k]:.4g} -> {last[k]:.4g}" for k in keys)  # "loss:" so log parsers
-        # that read " loss 1.23" from the step lines do not take this line for one
+        head, tail = head[:n], tail[-n:]
+        keys = [k for k in (self.signal_keys or head[0]) if k in head[0] and k not in NOT_SIGNALS]
+        if self.signal_keys and "loss" not in keys:
+            keys.append("loss")
+        mean = lambda rows, k: sum(float(r[k]) for r in rows) / len(rows)  # noqa: E731
+        first = self.step_at_start + 1
+        span = (f"step {first} -> {self.step}" if n == 1 else
+                f"mean of steps {first}-{first + n - 1} -> {self.step - n + 1}-{self.step}")
+        # "loss:" with a colon, so log parsers that read " loss 1.23" from the step lines do not take this line
+        return f"({span}): " + ", ".join(f"{k}: {_fmt_signal(mean(head, k))} -> {_fmt_signal(mean(tail, k))}"
+                                         for k in keys)
 
     def finish(self) -> None:
-        if self.ctx.is_main and self.learning_signal():
-            self._say(f"学习信号 / learning signal (first -> last log line): {self.learning_signal()}")
+        learned = self.learning_signal() if self.ctx.is_main else ""
+        if learned:
+            self._say(f"学习信号 / learning signal {learned}")
         if self.bar is not None:
             self.bar.close()
         if self.tracker:
@@ -1053,6 +1077,14 @@ def _count_tokens(batch) -> int:
     if isinstance(batch, (list, tuple)):
         return batch[0].numel()
     return sum(v.numel() for k, v in batch.items() if k.endswith("input_ids") and torch.is_tensor(v))
+
+
+# logged values that are rates, not something a stage learns
+NOT_SIGNALS = {"gen_tok_s", "loss_smooth"}
+
+
+def _fmt_signal(v: float) -> str:
+    return f"{v:.3f}" if v == 0 or 1e-3 <= abs(v) < 1e4 else f"{v:.3g}"
 
 
 def _fmt_seconds(s: float) -> str:

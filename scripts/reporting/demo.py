@@ -13,6 +13,7 @@ import time
 from model.checkpoint import display_path, resolve_weight
 from model.runtime import UserError
 from scripts.evals import bench as eval_bench
+from trainer import recipes
 
 HELDOUT = eval_bench.HELDOUT
 # sequences per forward pass: 64 scored the demo's 1,600 idiom choices 2.1x faster than 16 on 2 loaded CPU cores
@@ -54,9 +55,13 @@ def run_harness(args, log=print) -> list:
     return rows
 
 
-def next_commands(save_dir: str) -> list:
-    """Commands that work on this folder's weights as they are (sizes come from the sidecars)."""
+def next_commands(save_dir: str, size: tuple = recipes.DEMO_SIZE) -> list:
+    """Commands that work on this folder's weights as they are (sizes come from the sidecars), then the training
+    recipes of trainer/recipes.py (DPO, tool calling, GRPO) with the flags that make them learn visibly here."""
     d = save_dir
+    steps = [(f"{r.title} ({i}/{len(r.commands)})" if len(r.commands) > 1 else r.title,
+              recipes.command_line(c, save_dir=d, checkpoint_dir=recipes.DEMO_CHECKPOINTS, size=size))
+             for r in recipes.RECIPES for i, c in enumerate(r.commands, 1)]
     return [
         ("对话 / chat", f"python eval_llm.py chat --save_dir {d}"),
         ("固定问题 / fixed prompts", f"python eval_llm.py auto --save_dir {d} --weight pretrain"),
@@ -65,9 +70,7 @@ def next_commands(save_dir: str) -> list:
         ("网页 demo / web demo", f"streamlit run scripts/web_demo.py -- --weights_dir {d}"),
         ("转 HF（Llama）/ to transformers", (f"python scripts/convert_to_hf.py --save_dir {d} "
                                            f"--output_dir {d}/minimind-hf")),
-        ("继续 DPO / go on with DPO", (f"python trainer/train_dpo.py --save_dir {d} --checkpoint_dir checkpoints/demo "
-                                     f"--hidden_size {{h}} --num_hidden_layers {{l}} --max_steps 20")),
-    ]
+    ] + steps
 
 
 def human_size(n: int) -> str:
@@ -116,6 +119,6 @@ def render(rows: list, stages: list, files: list, cfg: dict, save_dir: str, seco
               "", "## 文件 / files", ""]
     lines += [f"- `{display_path(f)}` ({human_size(f.stat().st_size)})" for f in files]
     lines += ["", "## 下一步 / next commands", ""]
-    for what, cmd in next_commands(save_dir):
-        lines.append(f"- {what}: `{cmd.format(h=cfg['hidden_size'], l=cfg['num_hidden_layers'])}`")
+    for what, cmd in next_commands(save_dir, (cfg["hidden_size"], cfg["num_hidden_layers"])):
+        lines.append(f"- {what}: `{cmd}`")
     return "\n".join(lines) + "\n"
