@@ -32,6 +32,8 @@ from scripts.convert.common import (
 )
 
 MODEL_FILE = ROOT / "model" / "model_minimind.py"
+# the model file and the project modules it imports relatively (`from .x import ...`): remote code needs them all
+MODEL_FILES = (MODEL_FILE, ROOT / "model" / "fused_loss.py")
 AUTO_MAP = {"AutoConfig": "model_minimind.MiniMindConfig", "AutoModelForCausalLM": "model_minimind.MiniMindForCausalLM"}
 
 
@@ -71,7 +73,8 @@ def to_hf(args) -> Path:
         config.auto_map = AUTO_MAP
         config.dtype = str(state["model.embed_tokens.weight"].dtype).replace("torch.", "")
         config.save_pretrained(tmp)
-        shutil.copyfile(MODEL_FILE, tmp / MODEL_FILE.name)
+        for source in MODEL_FILES:
+            shutil.copyfile(source, tmp / source.name)
         # The tensors exactly as stored in the .pth (fp16 for trainer output): the round trip stays bit-identical.
         save_safetensors({k: v for k, v in state.items() if k != "lm_head.weight"}, tmp / "model.safetensors")
         copy_tokenizer(tmp, path, args.tokenizer_path)
