@@ -215,7 +215,7 @@ def test_grpo_recipe_reward_is_non_zero_and_rises(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_tool_recipe_lifts_call_detection(tiny, tmp_path):
-    """The recipe's four commands: data from --source local (only the CLI and format are relied on), the score of
+    """The recipe's four commands: data from --source corpus (only the CLI and format are relied on), the score of
     full_sft, tool SFT from it, the score of tool_sft. Dialogues up to 384 tokens and 60 steps keep it short: the
     hidden-64 model then starts a call on every case that needs one (0.00 -> 1.00) but writes no valid JSON yet
     ('<tool_call>' and nothing, or '{":":":...'), so JSON validity is checked by scripts/check_recipes.py on the
