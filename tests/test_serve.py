@@ -660,8 +660,8 @@ def test_forced_tool_choice_never_returns_the_forced_prefix_as_text(client, tool
     memorised broken call into a valid one; without it the reply is an OpenAI-style 500 naming the problem
     (tests/test_constrain_serve.py checks that path)."""
     kw = {"tools": [WEATHER_TOOL], "tool_choice": tool_choice, "temperature": 0, "max_tokens": 30}
-    if not constrain.available():
-        pytest.skip("llguidance is not installed: the unconstrained path is tested in test_constrain_serve.py")
+    # llguidance is in requirements.txt, so the server here constrains; a missing library is a broken install
+    assert constrain.available(), "llguidance is missing: pip install -r requirements.txt -c requirements-lock.txt"
     r = chat(client, BROKEN, **kw).choices[0]
     assert r.finish_reason == "tool_calls" and r.message.tool_calls[0].function.name == "get_weather"
     assert not (r.message.content or "").startswith("<tool_call>")
